@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(demo)
     for name, text in (("extract", "embed the catalog into the store"), ("train", "fuse, rank, evaluate, publish")):
         _add_config_args(sub.add_parser(name, help=text))
+    nightly = sub.add_parser("nightly", help="extract then train, as one Prefect flow run (what the schedule runs)")
+    _add_config_args(nightly)
+    serve = sub.add_parser("serve", help="serve the nightly deployment on a cron schedule (runs until stopped)")
+    _add_config_args(serve)
+    serve.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: %(default)s)")
+    serve.add_argument("--name", default="mmrec-nightly")
     return parser
 
 
@@ -88,12 +94,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from pipelines.nightly import nightly_flow
+
+    print(json.dumps(nightly_flow(args.config, args.overrides)))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from prefect import serve
+
+    from pipelines.nightly import nightly_deployment
+
+    serve(nightly_deployment(args.config, args.overrides, cron=args.cron, name=args.name))
+    return 0
+
+
 COMMANDS = {"validate": cmd_validate, "extractors": cmd_extractors, "demo-data": cmd_demo,
-            "extract": cmd_extract, "train": cmd_train}
+            "extract": cmd_extract, "train": cmd_train, "nightly": cmd_nightly, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "faiss.loader"):  # per-request and loader chatter drowns the progress lines
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

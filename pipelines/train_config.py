@@ -49,6 +49,8 @@ class RankerConfig(_Strict):
     search: bool = False
     search_budget: int = Field(8, gt=0)
     max_train_users: int = Field(5000, gt=0)
+    simulated_new_share: float = Field(0.15, ge=0, lt=1, description="share of label-window items whose history "
+                                       "is hidden while fitting, so the ranker learns to score new items")
 
 
 class ItemColdConfig(_Strict):

@@ -1,0 +1,82 @@
+"""One unit of extraction work: a modality x a shard of items, embedded and written atomically.
+
+Extractors are cached per worker process, so a model is loaded once per worker, not once per shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from extractors import registry
+from pipelines.store import Store
+
+log = logging.getLogger(__name__)
+_CACHE: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ExtractorRef:
+    """Everything a worker needs to build the extractor: plain data, cheap to ship to Dask."""
+
+    name: str
+    options: dict = field(default_factory=dict)
+
+    def key(self) -> str:
+        return json.dumps([self.name, self.options], sort_keys=True, default=str)
+
+
+def get_extractor(ref: ExtractorRef):
+    with _LOCK:
+        if ref.key() not in _CACHE:
+            started = time.perf_counter()
+            _CACHE[ref.key()] = registry.create(ref.name, **ref.options)
+            log.info("loaded %s in %.1fs", ref.name, time.perf_counter() - started)
+        return _CACHE[ref.key()]
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    store_root: str
+    modality: str
+    extractor: ExtractorRef
+    fingerprint: str
+    item_ids: tuple[str, ...]
+    inputs: tuple[str, ...]
+    hashes: tuple[str, ...]
+
+
+class FingerprintMismatch(Exception):
+    """A worker built an extractor whose fingerprint differs from the planner's (different weights on that host)."""
+
+
+def run_shard(job: ShardJob) -> dict[str, Any]:
+    """Embed one shard and write its vectors and error rows; returns counts for the summary."""
+    extractor = get_extractor(job.extractor)
+    if extractor.fingerprint != job.fingerprint:
+        raise FingerprintMismatch(f"worker fingerprint {extractor.fingerprint} != planned {job.fingerprint} for "
+                                  f"{job.extractor.name}. Fix: install the same weights on every worker.")
+    started = time.perf_counter()
+    result = extractor.embed(list(job.inputs))
+    store = Store(Path(job.store_root))
+    ok = [i for i, good in enumerate(result.ok) if good]
+    store.write_embeddings(job.modality, job.fingerprint, [job.item_ids[i] for i in ok],
+                           [job.hashes[i] for i in ok], result.vectors[ok])
+    rows = [{"item_id": job.item_ids[e.index], "content_hash": job.hashes[e.index], "error_kind": e.kind,
+             "message": e.message, "extractor": job.extractor.name} for e in result.errors]
+    store.write_errors(job.modality, job.fingerprint, rows)
+    failed: dict[str, int] = {}
+    for e in result.errors:
+        failed[e.kind] = failed.get(e.kind, 0) + 1
+    return {"embedded": len(ok), "failed": failed, "seconds": time.perf_counter() - started, "n": len(job.item_ids)}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Retry IO hiccups (network filesystems, a busy disk), never bugs or bad configuration."""
+    return isinstance(exc, (TimeoutError, ConnectionError, BlockingIOError, InterruptedError))
