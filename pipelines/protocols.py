@@ -70,6 +70,7 @@ def _held_out_topks(ranker, history, space, cfg, users, cold, k):
     content = history.profiles["fused"][users] @ space.fused[cold].T
     for name, scores in (("als", als), ("content", content)):
         idx, _ = dense_topk(scores, min(k, len(cold)))
+        idx = np.pad(idx, ((0, 0), (0, k - idx.shape[1])), constant_values=-1)  # fewer held-out items than k
         out[name] = np.where(idx >= 0, cold[np.clip(idx, 0, None)], -1)
     return out
 
