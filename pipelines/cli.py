@@ -55,13 +55,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 2
 
 
+def _default_fingerprint(name: str) -> str:
+    """Building the default extractor hashes its weights; hub-only models without a local copy say so."""
+    from extractors import registry
+    from extractors.base import ExtractorError
+
+    try:
+        return registry.create(name, device="cpu").fingerprint
+    except (ExtractorError, OSError) as exc:
+        return f"(no local weights: {type(exc).__name__})"
+
+
 def cmd_extractors(_: argparse.Namespace) -> int:
     from extractors import registry
 
-    rows = registry.available()
-    print(f"{'name':<18} {'modality':<10} {'dim':>6}  {'fingerprint':<18} default model")
-    for info in rows:
-        print(f"{info.name:<18} {info.modality:<10} {info.dim:>6}  {info.fingerprint:<18} {info.default_model}")
+    print(f"{'name':<17} {'modality':<11} {'dim':>5}  {'default model':<38} fingerprint")
+    for info in registry.available():
+        print(f"{info.name:<17} {info.modality:<11} {info.dim:>5}  {info.default_model:<38} "
+              f"{_default_fingerprint(info.name)}")
     return 0
 
 

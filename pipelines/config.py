@@ -16,6 +16,7 @@ from pipelines.train_config import TrainConfig
 PRESETS_DIR = Path(__file__).parent / "presets"
 DEFAULT_CONFIG = PRESETS_DIR / "demo.toml"
 MODALITIES = ("text", "image", "audio", "video")
+OPTIONAL_MODALITIES = ("soundtrack",)  # the audio track of the video file, through the audio extractor
 
 
 class ConfigError(Exception):
@@ -50,11 +51,12 @@ class ModalityConfig(BaseModel):
 
 def _default_extractors() -> dict[str, ModalityConfig]:
     return {"text": ModalityConfig(extractor="text/hf"), "image": ModalityConfig(extractor="image/timm"),
-            "audio": ModalityConfig(extractor="audio/crepe"), "video": ModalityConfig(extractor="video/frames")}
+            "audio": ModalityConfig(extractor="audio/crepe"), "video": ModalityConfig(extractor="video/frames"),
+            "soundtrack": ModalityConfig(extractor="soundtrack/crepe")}
 
 
 class ExtractConfig(_Strict):
-    modalities: tuple[Literal["text", "image", "audio", "video"], ...] = MODALITIES
+    modalities: tuple[Literal["text", "image", "audio", "video", "soundtrack"], ...] = MODALITIES
     extractors: dict[str, ModalityConfig] = Field(default_factory=_default_extractors)
     shard_size: int = Field(256, gt=0)
     device: str = "auto"
@@ -67,9 +69,9 @@ class ExtractConfig(_Strict):
     @field_validator("extractors")
     @classmethod
     def _known_modalities(cls, value: dict[str, ModalityConfig]) -> dict[str, ModalityConfig]:
-        unknown = sorted(set(value) - set(MODALITIES))
+        unknown = sorted(set(value) - set(MODALITIES) - set(OPTIONAL_MODALITIES))
         if unknown:
-            raise ValueError(f"unknown modality {unknown}; valid: {list(MODALITIES)}")
+            raise ValueError(f"unknown modality {unknown}; valid: {list(MODALITIES + OPTIONAL_MODALITIES)}")
         return {**_default_extractors(), **value}
 
 

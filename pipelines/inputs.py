@@ -11,6 +11,7 @@ import polars as pl
 from extractors.text import normalize_text
 
 _CHUNK = 1 << 20
+SOURCE_COLUMN = {"soundtrack": "video"}  # modalities read from another modality's file
 
 
 def compose_text(values: list[str | None]) -> str:
@@ -51,10 +52,11 @@ def modality_inputs(catalog: pl.DataFrame, modality: str, *, text_columns: tuple
         texts = [compose_text(list(row)) for row in catalog.select(text_columns).iter_rows()]
         return pl.DataFrame({"item_id": catalog["item_id"], "input": texts,
                              "content_hash": [text_hash(t) for t in texts]})
-    if modality not in catalog.columns:
+    column = SOURCE_COLUMN.get(modality, modality)
+    if column not in catalog.columns:
         return pl.DataFrame(schema={"item_id": pl.String, "input": pl.String, "content_hash": pl.String})
-    present = catalog.filter(pl.col(modality).is_not_null() & (pl.col(modality).str.strip_chars() != ""))
-    paths = [resolve_media(ref, media_root) for ref in present[modality].to_list()]
+    present = catalog.filter(pl.col(column).is_not_null() & (pl.col(column).str.strip_chars() != ""))
+    paths = [resolve_media(ref, media_root) for ref in present[column].to_list()]
     with ThreadPoolExecutor(max_workers=hash_workers) as pool:
         hashes = list(pool.map(lambda p: file_hash(Path(p)), paths))
     return pl.DataFrame({"item_id": present["item_id"], "input": paths, "content_hash": hashes})
