@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extractors.base import ExtractResult, assemble_result, fingerprint, l2_normalize, sha256_file
-from extractors.batching import decode_batches, list_collate
+from extractors.base import ExtractResult, fingerprint, l2_normalize, sha256_file
+from extractors.batching import embed_batches, list_collate
 from extractors.devices import OOMBackoff, autocast, prepare_model, resolve_device, to_device
 from extractors.media import read_audio_windows
 from extractors.specs import CrepeAudioSpec
@@ -127,15 +127,9 @@ class CrepeAudioExtractor:
             max_windows=self.spec.max_windows,
             force_pyav=self.force_pyav,
         )
-        rows: dict[int, np.ndarray] = {}
-        errors = []
-        for batch in decode_batches(
-            inputs, decode, batch_size=self.spec.batch_size, num_workers=self.spec.num_workers, collate=list_collate
-        ):
-            errors.extend(batch.errors)
-            if batch.payload is not None:
-                rows.update(zip(batch.indices, self._embed_clips(batch.payload)))
-        return assemble_result(len(inputs), self.dim, rows, errors)
+        return embed_batches(inputs, decode, self._embed_clips, dim=self.dim,
+                             batch_size=self.spec.batch_size, num_workers=self.spec.num_workers,
+                             collate=list_collate)
 
     def _embed_clips(self, clips: list[list[torch.Tensor]]) -> np.ndarray:
         """One vector per clip: frames of every window of every clip share model calls."""

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from extractors.base import ExtractorConfigError, ExtractResult, assemble_result, fingerprint, l2_normalize
+from extractors.base import ExtractorConfigError, ExtractResult, fingerprint, l2_normalize
 from extractors.audio import decode_audio_windows
-from extractors.batching import decode_batches, list_collate
+from extractors.batching import embed_batches, list_collate
 from extractors.devices import OOMBackoff, autocast, prepare_model, resolve_device, to_device
 from extractors.specs import HFAudioSpec
 from extractors.weights import hf_dir_digest, resolve_hf_dir, seeded
@@ -54,15 +54,9 @@ class HFAudioExtractor:
             window_s=self.spec.window_s,
             max_windows=self.spec.max_windows,
         )
-        rows: dict[int, np.ndarray] = {}
-        errors = []
-        for batch in decode_batches(
-            inputs, decode, batch_size=self.spec.batch_size, num_workers=self.spec.num_workers, collate=list_collate
-        ):
-            errors.extend(batch.errors)
-            if batch.payload is not None:
-                rows.update(zip(batch.indices, self._embed_clips(batch.payload)))
-        return assemble_result(len(inputs), self.dim, rows, errors)
+        return embed_batches(inputs, decode, self._embed_clips, dim=self.dim,
+                             batch_size=self.spec.batch_size, num_workers=self.spec.num_workers,
+                             collate=list_collate)
 
     def _embed_clips(self, clips: list[list[torch.Tensor]]) -> np.ndarray:
         windows = [window for clip in clips for window in clip]

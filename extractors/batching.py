@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from extractors.base import ItemError, ItemFailure
+from extractors.base import ExtractResult, ItemError, ItemFailure, assemble_result
 
 logger = logging.getLogger(__name__)
 
@@ -99,3 +99,25 @@ def decode_batches(
         pin_memory=pin_memory,
     )
     yield from loader
+
+
+def embed_batches(
+    inputs: Sequence[Any],
+    decode: Callable[[Any], Any],
+    embed_batch: Callable[[Any], np.ndarray],
+    *,
+    dim: int,
+    batch_size: int,
+    num_workers: int,
+    collate: Callable[[list], DecodedBatch] = stack_collate,
+    pin_memory: bool = False,
+) -> ExtractResult:
+    """Decode in workers, embed each decoded batch, and assemble vectors and per-item errors in input order."""
+    rows: dict[int, np.ndarray] = {}
+    errors: list[ItemError] = []
+    for batch in decode_batches(inputs, decode, batch_size=batch_size, num_workers=num_workers, collate=collate,
+                                pin_memory=pin_memory):
+        errors.extend(batch.errors)
+        if batch.payload is not None:
+            rows.update(zip(batch.indices, embed_batch(batch.payload)))
+    return assemble_result(len(inputs), dim, rows, errors)

@@ -27,11 +27,10 @@ from extractors.base import (
     ExtractResult,
     WeightMappingError,
     WeightsNotFoundError,
-    assemble_result,
     fingerprint,
     sha256_file,
 )
-from extractors.batching import decode_batches, stack_collate
+from extractors.batching import embed_batches, stack_collate
 from extractors.devices import OOMBackoff, autocast, pin_memory, prepare_model, resolve_device, to_device
 from extractors.media import read_image_rgb
 from extractors.specs import TimmImageSpec
@@ -84,20 +83,9 @@ class TimmImageExtractor:
 
     def embed(self, inputs: Sequence[str]) -> ExtractResult:
         decode = functools.partial(decode_image, transform=self.transform, min_size=self.decode_size)
-        rows: dict[int, np.ndarray] = {}
-        errors = []
-        for batch in decode_batches(
-            inputs,
-            decode,
-            batch_size=self.spec.batch_size,
-            num_workers=self.spec.num_workers,
-            collate=stack_collate,
-            pin_memory=pin_memory(self.device),
-        ):
-            errors.extend(batch.errors)
-            if batch.payload is not None:
-                rows.update(zip(batch.indices, self.embed_tensor(batch.payload)))
-        return assemble_result(len(inputs), self.dim, rows, errors)
+        return embed_batches(inputs, decode, self.embed_tensor, dim=self.dim,
+                             batch_size=self.spec.batch_size, num_workers=self.spec.num_workers,
+                             collate=stack_collate, pin_memory=pin_memory(self.device))
 
     def embed_tensor(self, pixels: torch.Tensor) -> np.ndarray:
         """(n, dim) float32 vectors of preprocessed model inputs (n, 3, H, W)."""

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from extractors.base import ExtractorConfigError, ExtractResult, assemble_result, fingerprint, l2_normalize
-from extractors.batching import decode_batches, stack_collate
+from extractors.base import ExtractorConfigError, ExtractResult, fingerprint, l2_normalize
+from extractors.batching import embed_batches, stack_collate
 from extractors.devices import pin_memory
 from extractors.media import read_video_frames
 from extractors.specs import VideoFramesSpec
@@ -68,20 +68,9 @@ class VideoFramesExtractor:
             short_side=self.image.decode_size,
             frame_transform=self.image.frame_transform,
         )
-        rows: dict[int, np.ndarray] = {}
-        errors = []
-        for batch in decode_batches(
-            inputs,
-            decode,
-            batch_size=self.spec.batch_size,
-            num_workers=self.spec.num_workers,
-            collate=stack_collate,
-            pin_memory=pin_memory(self.device),
-        ):
-            errors.extend(batch.errors)
-            if batch.payload is not None:
-                rows.update(zip(batch.indices, self._embed_clips(batch.payload)))
-        return assemble_result(len(inputs), self.dim, rows, errors)
+        return embed_batches(inputs, decode, self._embed_clips, dim=self.dim,
+                             batch_size=self.spec.batch_size, num_workers=self.spec.num_workers,
+                             collate=stack_collate, pin_memory=pin_memory(self.device))
 
     def _embed_clips(self, pixels: torch.Tensor) -> np.ndarray:
         """(clips, K, 3, H, W) -> (clips, dim)."""

@@ -30,7 +30,7 @@ def make_ranker(cfg: TrainConfig, overrides: dict | None = None):
     return RANKERS[cfg.ranker.kind](**params)
 
 
-def _label_window(interactions: pl.DataFrame, val_days: float) -> tuple[pl.DataFrame, pl.DataFrame]:
+def label_window(interactions: pl.DataFrame, val_days: float) -> tuple[pl.DataFrame, pl.DataFrame]:
     cutoff = interactions["ts"].max() - timedelta(days=val_days)
     history = interactions.filter(pl.col("ts") < cutoff)
     window = interactions.filter(pl.col("ts") >= cutoff)
@@ -75,7 +75,7 @@ def candidate_recall(cands: pl.DataFrame, labels: pl.DataFrame) -> float:
 
 def fit_ranker(interactions: pl.DataFrame, space: ItemSpace, cfg: TrainConfig, *, n_users: int):
     started = time.perf_counter()
-    history_rows, window = _label_window(interactions, cfg.split.val_days)
+    history_rows, window = label_window(interactions, cfg.split.val_days)
     history_rows, hidden = hide_items(history_rows, window, cfg.ranker.simulated_new_share, cfg.seed)
     history = build_history(history_rows, space, cfg, n_users=n_users)
     labels = window.select("user_idx", "item_idx").unique().join(
@@ -96,6 +96,6 @@ def fit_ranker(interactions: pl.DataFrame, space: ItemSpace, cfg: TrainConfig, *
         ranker = make_ranker(cfg).fit(train, valid=valid)
     info = {"train_users": int(len(users)), "simulated_new_items": int(len(hidden)), "train_rows": int(data.n_rows), "label_pairs": labels.height,
             "candidate_recall": round(candidate_recall(cands, labels), 4), "seconds": round(time.perf_counter() - started, 2),
-            "search": None if search is None else {"best_params": search.best_params, "trials": search.to_dict()}}
+            "search": None if search is None else search.to_dict()}
     log.info("ranker %s fitted on %d users, candidate recall %.3f", cfg.ranker.kind, len(users), info["candidate_recall"])
     return ranker, info

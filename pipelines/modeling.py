@@ -22,7 +22,7 @@ from ranker.covisit import covisitation_matrix, covisitation_scores, covisitatio
 from ranker.data import RankingData
 from ranker.factors import ALSFactors, complete_item_factors, select_content_map, ContentToFactorMap
 from ranker.features import build_features
-from ranker.index import ItemIndex
+from ranker.index import ItemIndex, recall_against_exact
 from pipelines.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class ItemSpace:
     fused: np.ndarray
     fusion: object
     index: ItemIndex
+    index_recall_at_10: float | None  # against exact search, when the index is approximate
 
     @property
     def n_items(self) -> int:
@@ -79,7 +80,13 @@ def build_space(item_ids: np.ndarray, tables: dict, fit_interactions: pl.DataFra
     fused = fusion.fit(raw, **fit_args).transform(raw)
     blocks = {m: fusion.normalizers_[m].transform(raw.blocks[m], raw.present(m)) for m in raw.modalities}
     aligned = AlignedBlocks(raw.item_ids, raw.modalities, blocks, raw.mask)
-    return ItemSpace(item_ids, aligned, fused, fusion, ItemIndex.build(fused, kind="auto", seed=cfg.seed))
+    index = ItemIndex.build(fused, kind="auto", seed=cfg.seed)
+    recall = None
+    if index.kind != "flat":  # an approximate index reports what it costs in recall
+        sample = np.random.default_rng(cfg.seed).choice(len(fused), min(500, len(fused)), replace=False)
+        recall = recall_against_exact(index, fused, fused[sample], 10)
+        log.info("%s index recall@10 against exact search: %.4f", index.kind, recall)
+    return ItemSpace(item_ids, aligned, fused, fusion, index, recall)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pipelines.fit_ranker import fit_ranker
 from pipelines.modeling import build_history, build_space
 from pipelines.scoring import candidates
 from pipelines.train_config import TrainConfig
+from pipelines.tune_als import tune_als
 from pipelines.train_data import TrainInputs
 from ranker.candidates import dense_topk
 from ranker.metrics import evaluate_topk
@@ -28,11 +29,13 @@ log = logging.getLogger(__name__)
 
 
 def fit_protocol(inputs: TrainInputs, train: pl.DataFrame, cfg: TrainConfig):
-    n_users = len(inputs.user_ids)
+    n_users, als_search = len(inputs.user_ids), None
+    if cfg.ranker.search:
+        cfg, als_search = tune_als(train, cfg, n_users=n_users, n_items=len(inputs.item_ids))
     space = build_space(inputs.item_ids, inputs.tables, train, cfg)
     ranker, info = fit_ranker(train, space, cfg, n_users=n_users)
     history = build_history(train, space, cfg, n_users=n_users)
-    return space, ranker, info, history
+    return space, ranker, {**info, "als_search": als_search}, history
 
 
 def _users_with_history(test: pl.DataFrame, train: pl.DataFrame) -> np.ndarray:

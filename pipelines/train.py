@@ -69,6 +69,7 @@ def production_fit(inputs: TrainInputs, cfg: PipelineConfig, run: Path) -> dict:
     return {"ranker": info, "users": len(inputs.user_ids), "fallback_users": int(len(inputs.user_ids) - len(warm)),
             "new_items": len(new_ids), "topk_rows_with_new_items": with_new.height,
             "users_with_new_items": with_new["user_id"].n_unique(), "index_kind": space.index.kind,
+            "index_recall_at_10": space.index_recall_at_10,
             "content_map": history.content_map_report}
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -84,3 +86,36 @@ def test_topk_frame_flags_fallback_and_tops_up_short_lists():
     assert u0["rank"].to_list() == [1, 2, 3]
     u1 = frame.filter(pl.col("user_id") == "u1")
     assert u1["source"].unique().to_list() == ["popularity_fallback"] and u1.height == 3
+
+
+def _clustered(tmp_path, n_items=60, n_users=40, days=30):
+    """Users each stick to one of 3 item clusters, whose text vectors share a direction."""
+    rng = np.random.default_rng(1)
+    cluster = np.arange(n_items) % 3
+    centres = rng.normal(size=(3, 8))
+    vectors = (centres[cluster] + 0.3 * rng.normal(size=(n_items, 8))).astype(np.float32)
+    item_ids = [f"i{i:02d}" for i in range(n_items)]
+    store = Store(tmp_path / "store")
+    store.write_embeddings("text", "fp", item_ids, item_ids, vectors)
+    store.write_current("text", "fp", pl.DataFrame({"item_id": item_ids, "content_hash": item_ids}))
+    rows = []
+    for u in range(n_users):
+        mine = np.flatnonzero(cluster == u % 3)
+        for d in range(days):
+            rows.append((f"u{u:02d}", item_ids[rng.choice(mine)], T0 + timedelta(days=d, minutes=u)))
+    return pl.DataFrame(rows, schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Datetime("us", "UTC")},
+                        orient="row")
+
+
+def test_search_results_are_saved_with_the_run(tmp_path):
+    cfg = _config(tmp_path, _clustered(tmp_path), ["train.ranker.search=true", "train.ranker.search_budget=2",
+                                                   "train.item_cold.enabled=false", "train.modalities=['text']"])
+    result = run_training(cfg)
+    run = Path(result["run_dir"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    ranker = metrics["temporal"]["ranker"]
+    assert len(ranker["search"]["trials"]) == 2 and ranker["search"]["best_params"]
+    assert len(ranker["als_search"]["trials"]) == 2
+    assert Store(tmp_path / "store").latest_run() == run.resolve()
+    table = metrics["temporal"]["table"]
+    assert table["full"]["ndcg@10"] > table["popularity"]["ndcg@10"]
