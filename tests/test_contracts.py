@@ -88,6 +88,13 @@ def test_every_problem_is_reported_not_only_the_first(write, tmp_path):
             ("ts", "missing column")} <= rules
 
 
+def test_inputs_may_be_uris(write, tmp_path):
+    catalog, inter = write("c.parquet", good_catalog()), write("i.parquet", good_interactions())
+    report = validate_inputs(f"file://{catalog}", f"file://{inter}", media_root=str(tmp_path))
+    assert report.ok, report.format()
+    assert report.counts == {"catalog_rows": 3, "interaction_rows": 3, "interactions_unknown_item": 0}
+
+
 def test_unreadable_file_is_named(tmp_path):
     bad = tmp_path / "c.parquet"
     bad.write_bytes(b"not parquet at all")
