@@ -14,6 +14,8 @@ from pipelines.config import ConfigError, load_config
 from pipelines.contracts import InvalidInputError, validate_inputs
 from pipelines.parquet_io import InputFileError
 from pipelines.store import StoreError
+from pipelines.train_data import TrainInputError
+from ranker.splits import SplitError
 
 log = logging.getLogger("pipelines")
 
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, InvalidInputError, InputFileError) as exc:
+    except (ConfigError, InvalidInputError, InputFileError, TrainInputError, SplitError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:

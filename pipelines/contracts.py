@@ -205,10 +205,18 @@ def validate_interactions(path: str, *, catalog_ids: pl.Series | None = None,
     if not has_ts:
         report.errors.append(Problem(file, "ts", "missing column", "required column is absent",
                                      "add a 'ts' timestamp column (when the interaction happened)"))
-    for optional, expected in (("weight", "float"), ("event", "string")):
-        if optional in table.column_names:
-            _check_type(file, table, optional, expected, report)
+    weight_ok = "weight" in table.column_names and _check_type(file, table, "weight", "float", report)
+    if "event" in table.column_names:
+        _check_type(file, table, "event", "string", report)
     frame = pl.from_arrow(table)
+    if weight_ok:
+        w = frame["weight"].cast(pl.Float64)
+        bad = w.is_not_null() & (w.is_nan() | w.is_infinite() | (w < 0))
+        if bad.any():
+            report.errors.append(Problem(file, "weight", "finite, >= 0", f"{int(bad.sum())} row(s) have a negative, "
+                                         "NaN or infinite weight", "write weights as finite numbers >= 0 (null = 1)",
+                                         _examples(frame, bad, ["user_id", "weight"] if "user_id" in frame.columns
+                                                   else ["weight"])))
     report.counts["interaction_rows"] = frame.height
     if frame.height == 0:
         report.errors.append(Problem(file, "*", "non-empty", "the file has no rows",

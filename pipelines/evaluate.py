@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 
 from pipelines.modeling import History, ItemSpace
-from pipelines.scoring import als_topk, candidates, features, topk_from_scores
+from pipelines.scoring import als_topk, candidates, chunked, dense_user_topk, features, topk_from_scores
 from pipelines.train_config import TrainConfig
-from ranker.candidates import content_topk, dense_topk, popularity_topk
+from ranker.candidates import content_topk, popularity_topk
 from ranker.covisit import covisitation_topk
 from ranker.metrics import EvalResult, evaluate_topk, paired_difference
 
@@ -37,11 +37,16 @@ def _rows_for(users: np.ndarray, ranked_users: np.ndarray, idx: np.ndarray, scor
 
 def full_model_ranking(ranker, history: History, space: ItemSpace, cfg: TrainConfig, users: np.ndarray, k: int,
                        pairs: pl.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The full model's top-k (idx, scores) per user in `users` (sorted): candidates, features, ranker scores."""
-    pairs = candidates(history, space, cfg, users) if pairs is None else pairs
-    data = features(history, space, pairs)
-    ranked_users, idx, scores = topk_from_scores(data, ranker.predict(data), k)
-    return _rows_for(users, ranked_users, idx, scores)
+    """The full model's top-k (idx, scores) per user in `users` (sorted): candidates, features, ranker scores.
+    Users are scored in chunks so the candidate table of a large user base never sits in memory at once."""
+    def score_chunk(chunk: np.ndarray):
+        chunk_pairs = (candidates(history, space, cfg, chunk) if pairs is None
+                       else pairs.filter(pl.col("user_idx").is_in(chunk)))
+        data = features(history, space, chunk_pairs)
+        ranked_users, idx, scores = topk_from_scores(data, ranker.predict(data), k)
+        return _rows_for(chunk, ranked_users, idx, scores)
+
+    return chunked(users, score_chunk)
 
 
 def full_model_topk(*args, **kwargs) -> np.ndarray:
@@ -58,8 +63,8 @@ def baseline_topks(history: History, space: ItemSpace, users: np.ndarray, k: int
         "content": content_topk(history.profiles["fused"], space.index.search, users, k, exclude=seen)[0],
     }
     for modality in space.aligned.modalities:
-        scores = history.profiles[modality][users] @ space.aligned.blocks[modality].T
-        models[f"content_{modality}"] = dense_topk(scores, k, exclude_rows=seen[users])[0]
+        models[f"content_{modality}"] = dense_user_topk(history.profiles[modality], space.aligned.blocks[modality],
+                                                        users, k, seen)[0]
     return models
 
 

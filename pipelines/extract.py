@@ -55,7 +55,12 @@ def extractor_ref(cfg: PipelineConfig, modality: str) -> ExtractorRef:
         registry.spec_from_dict(mcfg.extractor, options)
     except ExtractorError as exc:
         raise ConfigError(f"extract.extractors.{modality}: {exc}") from exc
-    return ExtractorRef(name=mcfg.extractor, options=options)
+    return ExtractorRef(name=mcfg.extractor, options=options, torch_threads=cfg.extract.torch_threads)
+
+
+def _resolved(path: str | None) -> str | None:
+    """Absolute, so that Dask workers with another working directory read the same files."""
+    return None if path is None or "://" in path else str(Path(path).resolve())
 
 
 def plan_modality(cfg: PipelineConfig, catalog: pl.DataFrame, modality: str, store: Store):
@@ -63,14 +68,14 @@ def plan_modality(cfg: PipelineConfig, catalog: pl.DataFrame, modality: str, sto
     ref = extractor_ref(cfg, modality)
     extractor = get_extractor(ref)
     current = modality_inputs(catalog, modality, text_columns=cfg.data.text_columns,
-                              media_root=cfg.data.media_root, hash_workers=cfg.extract.hash_workers)
+                              media_root=_resolved(cfg.data.media_root), hash_workers=cfg.extract.hash_workers)
     stored = store.stored_keys(modality, extractor.fingerprint)
     todo = current.join(stored, on=["item_id", "content_hash"], how="anti")
     errors = store.scan_errors(modality, extractor.fingerprint)
     known_failed = 0 if errors is None else current.join(
         errors.select("item_id", "content_hash").unique().collect(), on=["item_id", "content_hash"], how="semi").height
     size = cfg.extract.shard_size
-    jobs = [ShardJob(str(store.root), modality, ref, extractor.fingerprint,
+    jobs = [ShardJob(str(store.root.resolve()), modality, ref, extractor.fingerprint,
                      tuple(chunk["item_id"]), tuple(chunk["input"]), tuple(chunk["content_hash"]))
             for chunk in todo.iter_slices(size)]
     return extractor, current, jobs, known_failed
@@ -117,10 +122,11 @@ def run_extraction(cfg: PipelineConfig, map_shards: MapShards = local_map) -> di
     catalog = load_catalog(cfg)
     store = Store(Path(cfg.store.root))
     modalities = []
-    for modality in cfg.extract.modalities:
-        summary = extract_modality(cfg, catalog, modality, store, map_shards)
-        log.info("%s", format_line(summary))
-        modalities.append(summary)
+    with store.lock("extract"):
+        for modality in cfg.extract.modalities:
+            summary = extract_modality(cfg, catalog, modality, store, map_shards)
+            log.info("%s", format_line(summary))
+            modalities.append(summary)
     report = {"finished_at": utc_now().isoformat(), "catalog": cfg.data.catalog, "catalog_items": catalog.height,
               "wall_s": round(time.perf_counter() - started, 2), "modalities": modalities}
     write_text_atomic(json.dumps(report, indent=2), store.summary_path)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from extractors import registry
 from pipelines.store import Store
 
@@ -27,6 +29,7 @@ class ExtractorRef:
 
     name: str
     options: dict = field(default_factory=dict)
+    torch_threads: int = 0  # 0: torch's default
 
     def key(self) -> str:
         return json.dumps([self.name, self.options], sort_keys=True, default=str)
@@ -36,6 +39,8 @@ def get_extractor(ref: ExtractorRef):
     with _LOCK:
         if ref.key() not in _CACHE:
             started = time.perf_counter()
+            if ref.torch_threads:
+                torch.set_num_threads(ref.torch_threads)
             _CACHE[ref.key()] = registry.create(ref.name, **ref.options)
             log.info("loaded %s in %.1fs", ref.name, time.perf_counter() - started)
         return _CACHE[ref.key()]

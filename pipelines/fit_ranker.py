@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import numpy as np
@@ -42,12 +43,13 @@ def label_window(interactions: pl.DataFrame, val_days: float) -> tuple[pl.DataFr
 
 
 def hide_items(history: pl.DataFrame, window: pl.DataFrame, share: float, seed: int) -> tuple[pl.DataFrame, np.ndarray]:
-    """Drop the history of a seeded share of the label window's items, so they look new when features are built.
+    """Drop the history of a seeded share of the history's items, so they look new when features are built.
 
     Without it, the truly new items of a catalog never carry a positive label in training (they appear only
-    after the cutoff), and the ranker learns that "no interactions yet" means "never recommend".
+    after the cutoff), and the ranker learns that "no interactions yet" means "never recommend". Items are
+    drawn from the whole history, not only the label window, so "looks new" does not imply "is a positive".
     """
-    candidates = np.intersect1d(window["item_idx"].unique().to_numpy(), history["item_idx"].unique().to_numpy())
+    candidates = history["item_idx"].unique().sort().to_numpy()
     n_hidden = int(round(share * len(candidates)))
     if n_hidden == 0:
         return history, np.zeros(0, dtype=np.int64)
@@ -73,10 +75,15 @@ def candidate_recall(cands: pl.DataFrame, labels: pl.DataFrame) -> float:
     return hit.height / labels.height
 
 
-def fit_ranker(interactions: pl.DataFrame, space: ItemSpace, cfg: TrainConfig, *, n_users: int):
+def fit_ranker(interactions: pl.DataFrame, space: ItemSpace, cfg: TrainConfig, *, n_users: int,
+               refit_space: Callable[[pl.DataFrame], ItemSpace] | None = None):
+    """`refit_space` rebuilds the item space from the inner history when the fusion learns from interactions
+    (gated), so the training examples' content features never saw their own labels."""
     started = time.perf_counter()
     history_rows, window = label_window(interactions, cfg.split.val_days)
     history_rows, hidden = hide_items(history_rows, window, cfg.ranker.simulated_new_share, cfg.seed)
+    if refit_space is not None:
+        space = refit_space(history_rows)
     history = build_history(history_rows, space, cfg, n_users=n_users)
     labels = window.select("user_idx", "item_idx").unique().join(
         history_rows.select("user_idx", "item_idx").unique(), on=["user_idx", "item_idx"], how="anti")

@@ -17,13 +17,11 @@ import scipy.sparse as sp
 from fusion.align import AlignedBlocks, align_modalities
 from fusion.fuse import make_fusion
 from fusion.pairs import cooccurrence_pairs
-from ranker.candidates import content_topk, dense_topk, merge_candidates, popularity_topk, user_profiles
-from ranker.covisit import covisitation_matrix, covisitation_scores, covisitation_topk, seen_matrix
-from ranker.data import RankingData
-from ranker.factors import ALSFactors, complete_item_factors, select_content_map, ContentToFactorMap
-from ranker.features import build_features
-from ranker.index import ItemIndex, recall_against_exact
 from pipelines.train_config import TrainConfig
+from ranker.candidates import user_profiles
+from ranker.covisit import covisitation_matrix, seen_matrix
+from ranker.factors import ALSFactors, ContentToFactorMap, complete_item_factors, select_content_map
+from ranker.index import ItemIndex, recall_against_exact
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,6 @@ def read_parquet_table(uri: str | os.PathLike) -> pa.Table:
         raise InputFileError(f"{uri}: cannot be read as Parquet ({exc}). Fix: point to a Parquet file written by your analytics job.") from exc
 
 
-def read_parquet_frame(uri: str | os.PathLike) -> pl.DataFrame:
-    return pl.from_arrow(read_parquet_table(uri))
-
-
 def write_parquet_atomic(frame: pl.DataFrame | pa.Table, path: Path) -> Path:
     """Write to `<name>.tmp-<uuid>` and rename: readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)

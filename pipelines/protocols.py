@@ -33,7 +33,10 @@ def fit_protocol(inputs: TrainInputs, train: pl.DataFrame, cfg: TrainConfig):
     if cfg.ranker.search:
         cfg, als_search = tune_als(train, cfg, n_users=n_users, n_items=len(inputs.item_ids))
     space = build_space(inputs.item_ids, inputs.tables, train, cfg)
-    ranker, info = fit_ranker(train, space, cfg, n_users=n_users)
+    refit = None
+    if cfg.fusion.method == "gated":  # the fusion learns from interactions: refit it on the ranker's inner history
+        refit = lambda rows: build_space(inputs.item_ids, inputs.tables, rows, cfg)  # noqa: E731
+    ranker, info = fit_ranker(train, space, cfg, n_users=n_users, refit_space=refit)
     history = build_history(train, space, cfg, n_users=n_users)
     return space, ranker, {**info, "als_search": als_search}, history
 
@@ -69,9 +72,11 @@ def _held_out_topks(ranker, history, space, cfg, users, cold, k):
     pairs = pairs_all.join(proposed, on=["user_idx", "item_idx"], how="left").sort("user_idx", "item_idx")
     pairs = pairs.with_columns(pl.col("sources").fill_null(pl.lit([], dtype=pl.List(pl.String))))
     out = {"full": full_model_topk(ranker, history, space, cfg, users, k, pairs=pairs)}
+    # Plain ALS has no factors for items without interactions (all ties); the content-mapped factors do.
     als = history.als.user_factors_[users] @ history.als.item_factors_[cold].T
+    als_mapped = history.als.user_factors_[users] @ history.item_factors[cold].T
     content = history.profiles["fused"][users] @ space.fused[cold].T
-    for name, scores in (("als", als), ("content", content)):
+    for name, scores in (("als", als), ("als_content_map", als_mapped), ("content", content)):
         idx, _ = dense_topk(scores, min(k, len(cold)))
         idx = np.pad(idx, ((0, 0), (0, k - idx.shape[1])), constant_values=-1)  # fewer held-out items than k
         out[name] = np.where(idx >= 0, cold[np.clip(idx, 0, None)], -1)
@@ -83,6 +88,9 @@ def item_cold_protocol(inputs: TrainInputs, cfg: TrainConfig) -> dict:
     split = item_cold_split(inputs.interactions, share=cfg.item_cold.share,
                             min_interactions=cfg.item_cold.min_interactions, seed=cfg.seed)
     users = _users_with_history(split.test, split.train)
+    if len(users) == 0:
+        raise SplitError("the item-cold split leaves no user with both held-out items and other history. Fix: "
+                         "lower train.item_cold.min_interactions or set train.item_cold.enabled = false.")
     space, ranker, info, history = fit_protocol(inputs, split.train, cfg)
     cold = np.sort(split.cold_item_idx)
     relevant = relevant_per_user(split.test, history, users)
@@ -94,6 +102,6 @@ def item_cold_protocol(inputs: TrainInputs, cfg: TrainConfig) -> dict:
     all_items = score_models({n: all_topks[n] for n in ("full", "als", "content", "popularity")}, relevant, history,
                              space, cfg, None)
     return {"cold_items": int(cold.size), "test_users": int(len(users)), "ranker": info,
-            "held_out": {"table": summaries(held_out), "paired": paired(held_out, ["als", "content"])},
+            "held_out": {"table": summaries(held_out), "paired": paired(held_out, ["als", "als_content_map", "content"])},
             "all_items": {"table": summaries(all_items), "paired": paired(all_items, ["als", "content"])},
             "seconds": round(time.perf_counter() - started, 2)}

@@ -40,10 +40,6 @@ def write_history_models(run: Path, history: History) -> None:
     np.savez(run / "item_factors_completed.npz", item_factors=history.item_factors, warm=history.warm_items)
 
 
-def write_topk(run: Path, frame: pl.DataFrame) -> None:
-    write_parquet_atomic(frame, run / "topk.parquet")
-
-
 def similar_items(space: ItemSpace, k: int) -> pl.DataFrame:
     idx, scores = space.index.search(space.fused, k + 1)
     rows = []

@@ -15,11 +15,27 @@ from ranker.data import RankingData
 from ranker.features import build_features
 
 
+USER_CHUNK = 2048  # users scored at once: bounds the dense (users x items) score matrices
+
+
+def chunked(user_idx: np.ndarray, score_chunk) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate `score_chunk(users) -> (idx, scores)` over chunks of users (memory stays O(chunk x items))."""
+    parts = [score_chunk(user_idx[i:i + USER_CHUNK]) for i in range(0, len(user_idx), USER_CHUNK)]
+    if not parts:
+        return np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def dense_user_topk(user_vectors: np.ndarray, item_vectors: np.ndarray, user_idx: np.ndarray, k: int, seen):
+    """Top-k of user_vectors[u] . item_vectors over all items, seen items excluded, in user chunks."""
+    return chunked(user_idx, lambda users: dense_topk(user_vectors[users] @ item_vectors.T, k,
+                                                      exclude_rows=seen[users]))
+
+
 def als_topk(history: History, user_idx: np.ndarray, k: int, *, completed: bool = True):
     """ALS scores; with `completed`, items without interactions score through their content-mapped factors."""
     items = history.item_factors if completed else history.als.item_factors_
-    scores = history.als.user_factors_[user_idx] @ items.T
-    return dense_topk(scores, k, exclude_rows=history.seen[user_idx])
+    return dense_user_topk(history.als.user_factors_, items, user_idx, k, history.seen)
 
 
 def source_topk(history: History, space: ItemSpace, cfg: TrainConfig, user_idx: np.ndarray) -> dict:
@@ -67,12 +83,3 @@ def topk_from_scores(data: RankingData, scores: np.ndarray, k: int) -> tuple[np.
     idx[pos["row"].to_numpy(), pos["rank"].to_numpy()] = pos["item_idx"].to_numpy()
     out[pos["row"].to_numpy(), pos["rank"].to_numpy()] = pos["score"].to_numpy()
     return users, idx, out
-
-
-def all_pairs(user_idx: np.ndarray, item_idx: np.ndarray, history: History) -> pl.DataFrame:
-    """Every (user, item) pair not seen in the history, as a candidate table with no source ranks."""
-    users = np.repeat(user_idx, len(item_idx))
-    items = np.tile(item_idx, len(user_idx))
-    unseen = np.asarray(history.seen[users, items]).ravel() == 0
-    return (pl.DataFrame({"user_idx": users[unseen].astype(np.int64), "item_idx": items[unseen].astype(np.int64)})
-            .sort("user_idx", "item_idx").with_columns(sources=pl.lit([], dtype=pl.List(pl.String))))

@@ -13,9 +13,11 @@ Shards are written under a dot-prefixed temporary name and renamed when complete
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -138,6 +140,27 @@ class Store:
                                         "embedding": pl.Array(pl.Float32, 1), "extracted_at": pl.Datetime("us", "UTC")})
         return (scan.join(keys.lazy().select("item_id", "content_hash"), on=["item_id", "content_hash"], how="inner")
                 .sort("extracted_at").unique("item_id", keep="last", maintain_order=True).sort("item_id"))
+
+    # --- locking ------------------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, what: str):
+        """One extract or train at a time per store (an overlapping cron run fails fast instead of racing)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                fh.seek(0)
+                raise StoreError(f"{self.root} is locked by another run ({fh.read().strip() or 'unknown'}). Fix: wait "
+                                 "for it to finish; remove .lock only if no extract/train is running.") from exc
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{what} pid {os.getpid()} since {utc_now().isoformat()}")
+            fh.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     # --- runs ---------------------------------------------------------------------------------------------
     def new_run_dir(self) -> Path:

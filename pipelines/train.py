@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -13,8 +14,7 @@ from prefect import flow
 from pipelines.config import PipelineConfig
 from pipelines.evaluate import format_table, full_model_ranking
 from pipelines.protocols import fit_protocol, item_cold_protocol, temporal_protocol
-from pipelines.publish import (file_sha256, package_versions, similar_items, write_history_models, write_json,
-                               write_space)
+from pipelines.publish import package_versions, similar_items, write_history_models, write_json, write_space
 from pipelines.parquet_io import write_parquet_atomic
 from pipelines.store import Store, utc_now
 from pipelines.train_data import TrainInputs, load_train_inputs
@@ -57,7 +57,7 @@ def production_fit(inputs: TrainInputs, cfg: PipelineConfig, run: Path) -> dict:
     warm = np.unique(inputs.interactions["user_idx"].to_numpy())
     ranked = full_model_ranking(ranker, history, space, tcfg, warm, tcfg.top_k)
     popular = popularity_topk(history.interactions, n_items=space.n_items, user_idx=np.arange(len(inputs.user_ids)),
-                              k=tcfg.top_k, exclude=history.seen)
+                              k=2 * tcfg.top_k, exclude=history.seen)  # spare items for topping up
     frame = topk_frame(inputs, ranked, warm, popular, tcfg.top_k)
     write_parquet_atomic(frame, run / "topk.parquet")
     ranker.save(run / "ranker")
@@ -91,8 +91,13 @@ def print_report(metrics: dict) -> str:
 
 
 def run_training(cfg: PipelineConfig) -> dict:
-    started = time.perf_counter()
     store = Store(Path(cfg.store.root))
+    with store.lock("train"):
+        return _train_and_publish(cfg, store)
+
+
+def _train_and_publish(cfg: PipelineConfig, store: Store) -> dict:
+    started = time.perf_counter()
     inputs = load_train_inputs(cfg)
     timings = {}
     metrics = {"temporal": temporal_protocol(inputs, cfg.train)}
@@ -101,23 +106,30 @@ def run_training(cfg: PipelineConfig) -> dict:
         metrics["item_cold"] = item_cold_protocol(inputs, cfg.train)
         timings["item_cold_s"] = metrics["item_cold"]["seconds"]
     run = store.new_run_dir()
-    t0 = time.perf_counter()
-    metrics["production"] = production_fit(inputs, cfg, run)
-    timings["production_s"] = round(time.perf_counter() - t0, 2)
-    report = print_report(metrics)
-    (run / "report.txt").write_text(report + "\n")
-    write_json(run, "metrics.json", metrics)
-    timings["total_s"] = round(time.perf_counter() - started, 2)
-    write_json(run, "manifest.json", {
-        "finished_at": utc_now().isoformat(), "config": cfg.model_dump(mode="json"), "timings": timings,
-        "inputs": {"catalog": cfg.data.catalog, "catalog_sha256": file_sha256(cfg.data.catalog),
-                   "interactions": cfg.data.interactions, "interactions_sha256": file_sha256(cfg.data.interactions),
-                   "dropped_unknown_item_rows": inputs.dropped_unknown_items,
-                   "modalities": {m: int(len(ids)) for m, (ids, _) in inputs.tables.items()}},
-        "packages": package_versions()})
-    final = store.publish(run)
+    try:
+        t0 = time.perf_counter()
+        metrics["production"] = production_fit(inputs, cfg, run)
+        timings["production_s"] = round(time.perf_counter() - t0, 2)
+        report = print_report(metrics)
+        (run / "report.txt").write_text(report + "\n")
+        write_json(run, "metrics.json", metrics)
+        timings["total_s"] = round(time.perf_counter() - started, 2)
+        write_json(run, "manifest.json", _manifest(cfg, inputs, timings))
+        final = store.publish(run)
+    except BaseException:
+        shutil.rmtree(run, ignore_errors=True)  # a failed run leaves no half folder; `latest` is untouched
+        raise
     log.info("published %s in %.1fs", final, timings["total_s"])
     return {"run_dir": str(final), "wall_s": timings["total_s"], "metrics": metrics}
+
+
+def _manifest(cfg: PipelineConfig, inputs: TrainInputs, timings: dict) -> dict:
+    return {"finished_at": utc_now().isoformat(), "config": cfg.model_dump(mode="json"), "timings": timings,
+            "inputs": {"catalog": cfg.data.catalog, "catalog_sha256": inputs.catalog_sha256,
+                       "interactions": cfg.data.interactions, "interactions_sha256": inputs.interactions_sha256,
+                       "dropped_unknown_item_rows": inputs.dropped_unknown_items,
+                       "modalities": {m: int(len(ids)) for m, (ids, _) in inputs.tables.items()}},
+            "packages": package_versions()}
 
 
 @flow(name="train", log_prints=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Modality = Literal["text", "image", "audio", "video", "soundtrack"]
 
 
 class _Strict(BaseModel):
@@ -13,7 +15,7 @@ class _Strict(BaseModel):
 
 class FusionConfig(_Strict):
     method: Literal["concat", "weighted", "gated"] = "concat"
-    weights: dict[str, float] = Field(default_factory=lambda: {"text": 0.2, "image": 0.3, "audio": 0.2, "video": 0.3})
+    weights: dict[Modality, float] = Field(default_factory=lambda: {"text": 0.2, "image": 0.3, "audio": 0.2, "video": 0.3})
     whiten: bool = False
     pca_dim: int | None = None
     dim: int = Field(64, gt=0, description="common dim of the weighted and gated methods")
@@ -69,5 +71,12 @@ class TrainConfig(_Strict):
     top_k: int = Field(50, gt=0)
     similar_k: int = Field(20, gt=0)
     eval_ks: tuple[int, ...] = (10, 20)
-    modalities: tuple[str, ...] = ("text", "image", "audio", "video")
+    modalities: tuple[Modality, ...] = ("text", "image", "audio", "video")
     seed: int = 0
+
+    @field_validator("eval_ks")
+    @classmethod
+    def _reported_ks(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not {10, 20} <= set(value) or min(value) < 1:
+            raise ValueError("must include 10 and 20 (the tables and paired differences report @10 and @20)")
+        return tuple(sorted(set(value)))

@@ -11,6 +11,7 @@ import polars as pl
 
 from pipelines.config import PipelineConfig
 from pipelines.contracts import validate_interactions
+from pipelines.publish import file_sha256
 from pipelines.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ class TrainInputs:
     tables: dict[str, tuple[np.ndarray, np.ndarray]]  # modality -> (item_ids, vectors)
     interactions: pl.DataFrame  # user_idx, item_idx, ts, weight
     dropped_unknown_items: int
+    catalog_sha256: str | None = None  # hashed when read, for the run's manifest
+    interactions_sha256: str | None = None
 
 
 def load_vectors(store: Store, modalities: tuple[str, ...]) -> tuple[np.ndarray, dict]:
@@ -57,6 +60,11 @@ def load_interactions(path: str, item_ids: np.ndarray) -> tuple[pl.DataFrame, np
                               schema={"item_id": pl.String, "item_idx": pl.Int64})
     weight = pl.col("weight").cast(pl.Float32).fill_null(1.0) if "weight" in frame.columns else pl.lit(1.0, pl.Float32)
     known = frame.join(item_index, on="item_id", how="inner")
+    if "weight" in frame.columns:  # zero-weight events (e.g. impressions) carry no preference signal
+        zero = known.filter(pl.col("weight") == 0).height
+        if zero:
+            log.info("ignoring %d zero-weight interactions", zero)
+            known = known.filter((pl.col("weight") != 0) | pl.col("weight").is_null())
     dropped = frame.height - known.height
     if dropped:
         log.warning("ignoring %d interactions with items absent from the catalog", dropped)
@@ -77,5 +85,7 @@ def load_interactions(path: str, item_ids: np.ndarray) -> tuple[pl.DataFrame, np
 def load_train_inputs(cfg: PipelineConfig) -> TrainInputs:
     store = Store(Path(cfg.store.root))
     item_ids, tables = load_vectors(store, cfg.train.modalities)
+    interactions_sha256 = file_sha256(cfg.data.interactions)
     interactions, user_ids, dropped = load_interactions(cfg.data.interactions, item_ids)
-    return TrainInputs(item_ids, user_ids, tables, interactions, dropped)
+    return TrainInputs(item_ids, user_ids, tables, interactions, dropped, file_sha256(cfg.data.catalog),
+                       interactions_sha256)

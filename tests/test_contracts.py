@@ -114,3 +114,10 @@ def test_cli_exit_codes_and_writes_nothing(write, tmp_path, capsys):
     ok = write("ok.parquet", good_catalog())
     assert main(["validate", "--catalog", ok, "--interactions", inter, "--media-root", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == "OK"
+
+
+def test_weights_must_be_finite_and_non_negative(write, tmp_path):
+    inter = good_interactions().with_columns(weight=pl.Series([1.0, float("nan"), -2.0]))
+    report = check(tmp_path, write("c.parquet", good_catalog()), write("i.parquet", inter))
+    with pytest.raises(InvalidInputError, match=r"column 'weight': \[finite, >= 0\] 2 row\(s\)"):
+        report.raise_if_errors()

@@ -60,3 +60,13 @@ def test_publish_swaps_latest_atomically(tmp_path):
 def test_missing_current_view_says_what_to_run(tmp_path):
     with pytest.raises(StoreError, match=r"no current image embeddings.*run `make extract`"):
         Store(tmp_path).read_current_keys("image")
+
+
+def test_a_second_run_on_the_same_store_fails_fast(tmp_path):
+    store = Store(tmp_path)
+    with store.lock("extract"):
+        with pytest.raises(StoreError, match=r"locked by another run \(extract pid \d+"):
+            with Store(tmp_path).lock("train"):
+                pass
+    with store.lock("train"):  # released afterwards
+        pass
