@@ -31,14 +31,10 @@ os.replace, so a killed run never leaves a folder that `ensure_demo` accepts.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import os
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +44,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import demo_media
+from pipelines.demo_folder import (MARKER_NAME, DemoFolderError, DemoPaths, check_replaceable, is_complete_demo,
+                                   marker_payload, swap_into_place)
 from pipelines.demo_media import BROKEN_MEDIA, BrokenMedia
 
 __all__ = ["BROKEN_MEDIA", "BrokenMedia", "DemoFolderError", "DemoPaths", "DemoSpec", "DemoSpecError",
@@ -60,8 +58,6 @@ SECONDS_PER_DAY = 86_400
 MODALITIES = ("image", "audio", "video")
 MISSING_SHARE = {"image": 0.08, "audio": 0.15, "video": 0.20}
 MEDIA_LAYOUT = {"image": ("images", "jpg"), "audio": ("audio", "wav"), "video": ("video", "mp4")}
-MARKER_NAME = ".demo-complete.json"
-FORMAT_VERSION = 1
 MIN_ITEMS = 20
 MAX_COLD_EVENTS = 5  # a cold item gets 2..MAX_COLD_EVENTS interactions after its first_seen
 ZIPF_EXPONENT = 1.1
@@ -71,16 +67,11 @@ EVENT_SHARE = (0.75, 0.20, 0.05)
 _HOUR_PROFILE = np.array([1, 1, 1, 1, 1, 1, 2, 3, 4, 4, 4, 5, 6, 5, 4, 4, 5, 6, 8, 9, 9, 7, 4, 2], dtype=float)
 HOUR_SHARE = _HOUR_PROFILE / _HOUR_PROFILE.sum()  # more activity in the evening
 WARM_IN_WINDOW_SHARE = 0.3  # warm items that first appear inside the window (not before it)
-_DEMO_ENTRIES = {"catalog.parquet", "interactions.parquet", "truth.parquet", "media", MARKER_NAME}
 _TS = pa.timestamp("us", tz="UTC")
 
 
 class DemoSpecError(ValueError):
     """A DemoSpec field is out of its valid range."""
-
-
-class DemoFolderError(RuntimeError):
-    """The output folder cannot be replaced by a demo."""
 
 
 @dataclass(frozen=True)
@@ -139,23 +130,6 @@ def _spec_rules(spec: DemoSpec) -> list[tuple[str, float, float, float, str]]:
         ("video_fps", spec.video_fps, 1, 60, ""),
         ("video_seconds", spec.video_seconds, 1.0 / max(spec.video_fps, 1), 60.0, "A video needs one frame. "),
     ]
-
-
-@dataclass(frozen=True)
-class DemoPaths:
-    """Absolute locations of one demo's files."""
-
-    root: Path
-    catalog: Path
-    interactions: Path
-    media_root: Path
-    truth: Path
-
-    @classmethod
-    def under(cls, root: Path) -> DemoPaths:
-        root = Path(root).resolve()
-        return cls(root=root, catalog=root / "catalog.parquet", interactions=root / "interactions.parquet",
-                   media_root=root / "media", truth=root / "truth.parquet")
 
 
 @dataclass(frozen=True)
@@ -351,10 +325,6 @@ def _write_media(media_root: Path, spec: DemoSpec, items: _Items, item_ids: list
                 (media_root / _media_ref(modality, item_ids[item_idx])).write_bytes(data)
 
 
-def _marker_payload(spec: DemoSpec) -> str:
-    return json.dumps({"format_version": FORMAT_VERSION, "spec": dataclasses.asdict(spec)}, sort_keys=True)
-
-
 def _write_demo(root: Path, spec: DemoSpec) -> None:
     paths = DemoPaths.under(root)
     items = _draw_item_truth(spec)
@@ -363,63 +333,26 @@ def _write_demo(root: Path, spec: DemoSpec) -> None:
     pq.write_table(_interactions_table(spec, items, item_ids), paths.interactions)
     pq.write_table(_truth_table(items, item_ids), paths.truth)
     _write_media(paths.media_root, spec, items, item_ids)
-    (root / MARKER_NAME).write_text(_marker_payload(spec))  # last: the folder is complete
-
-
-def _check_replaceable(root: Path) -> None:
-    if not root.exists():
-        return
-    if not root.is_dir():
-        raise DemoFolderError(f"demo output {root} exists and is a file; pass a folder path (new or empty).")
-    foreign = sorted({entry.name for entry in root.iterdir()} - _DEMO_ENTRIES)
-    if foreign:
-        raise DemoFolderError(
-            f"demo output {root} exists and holds files that are not part of a demo ({foreign[:5]}); "
-            f"generating replaces the whole folder, so pass a new or empty folder, or one made by generate_demo.")
-
-
-def _swap_into_place(staging: Path, root: Path, spec: DemoSpec) -> None:
-    if not root.exists():
-        try:
-            os.replace(staging, root)
-        except OSError:
-            if not is_complete_demo(root, spec):  # else a concurrent run just placed the same demo
-                raise
-            shutil.rmtree(staging)
-        return
-    old = root.with_name(f".{root.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(root, old)
-    os.replace(staging, root)
-    shutil.rmtree(old, ignore_errors=True)
+    (root / MARKER_NAME).write_text(marker_payload(spec))  # last: the folder is complete
 
 
 def generate_demo(out_dir: Path, spec: DemoSpec = DemoSpec()) -> DemoPaths:
     """Write the demo for `spec` into `out_dir`, replacing any demo already there."""
     root = Path(out_dir).resolve()
-    _check_replaceable(root)
+    check_replaceable(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
         staging.chmod(0o755)  # mkdtemp makes 0700; the demo is meant to be shared
         _write_demo(staging, spec)
-        _swap_into_place(staging, root, spec)
+        swap_into_place(staging, root, spec)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log.info("generated demo (%d items, %d interactions) in %s in %.1f s",
              spec.n_items, spec.n_interactions, root, time.perf_counter() - started)
     return DemoPaths.under(root)
-
-
-def is_complete_demo(out_dir: Path, spec: DemoSpec = DemoSpec()) -> bool:
-    """True when `out_dir` holds a finished demo generated from exactly `spec`."""
-    paths = DemoPaths.under(out_dir)
-    try:
-        marker_matches = (paths.root / MARKER_NAME).read_text() == _marker_payload(spec)
-    except OSError:
-        return False
-    return marker_matches and all(p.exists() for p in (paths.catalog, paths.interactions, paths.truth, paths.media_root))
 
 
 def ensure_demo(out_dir: Path, spec: DemoSpec = DemoSpec()) -> DemoPaths:

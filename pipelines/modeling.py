@@ -20,7 +20,8 @@ from fusion.pairs import cooccurrence_pairs
 from pipelines.train_config import TrainConfig
 from ranker.candidates import user_profiles
 from ranker.covisit import covisitation_matrix, seen_matrix
-from ranker.factors import ALSFactors, ContentToFactorMap, complete_item_factors, select_content_map
+from ranker.content_map import ContentToFactorMap, complete_item_factors, select_content_map
+from ranker.factors import ALSFactors
 from ranker.index import ItemIndex, recall_against_exact
 
 log = logging.getLogger(__name__)

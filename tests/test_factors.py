@@ -8,13 +8,8 @@ import polars as pl
 import pytest
 
 from ranker.candidates import seen_matrix
-from ranker.factors import (
-    ALSFactors,
-    ContentToFactorMap,
-    NotFittedError,
-    complete_item_factors,
-    select_content_map,
-)
+from ranker.content_map import ContentToFactorMap, complete_item_factors, select_content_map
+from ranker.factors import ALSFactors, NotFittedError
 
 N_BLOCKS, PER_BLOCK = 4, 10
 N_USERS = N_ITEMS = N_BLOCKS * PER_BLOCK
