@@ -1,8 +1,12 @@
-"""The two evaluation protocols. Each refits fusion, factors and the ranker on its own training data only.
+"""The two evaluation protocols. Each runs the whole fit procedure on its own training part only.
 
-temporal:   train before a global cutoff, test after it (the cold-start slice: test items unseen in train).
-item-cold:  a seeded share of items loses all its interactions from training; users rank those held-out
-            items (and, as a second figure, all items), so new items can only be reached through content.
+temporal:   each user's last `test_share` of events is the test (`split.kind = "per_user"`), or the events
+            after one global cutoff (`"global"`). Candidates at a user's cutoff are the items available then
+            (first event before it); features are read at the user's own time. The sources are fitted on the
+            training part, which for the per-user split holds other users' later events: the usual convention
+            of leave-last-out evaluation, and the situation of a model refitted every night.
+item-cold:  a seeded share of established items loses every interaction; users rank those items among
+            themselves (the new-item scorer), and all items (the published lists, exposure policy included).
 """
 
 from __future__ import annotations
@@ -13,95 +17,103 @@ import time
 import numpy as np
 import polars as pl
 
-from pipelines.evaluate import (baseline_topks, best_content, full_model_topk, paired, relevant_per_user,
-                                score_models, summaries)
-from pipelines.fit_ranker import fit_ranker
-from pipelines.modeling import build_history, build_space
-from pipelines.scoring import candidates
+from pipelines.evaluate import BASELINES, best_content, paired, reliability, score_lists, summaries
+from pipelines.new_items import NEW_DEPTH
+from pipelines.procedure import Catalog, Fitted, Tuned, fit_procedure
+from pipelines.recommend import new_item_ranking, ranked, recommend
 from pipelines.train_config import TrainConfig
-from pipelines.tune_als import tune_als
-from pipelines.train_data import TrainInputs
-from ranker.candidates import dense_topk
-from ranker.metrics import evaluate_topk
-from ranker.splits import SplitError, item_cold_split, temporal_split
+from pipelines.tuning import Budget, relevant_items
+from ranker.blocks import BlockPlan
+from ranker.splits import SplitError, holdout_split, item_cold_split
 
 log = logging.getLogger(__name__)
+EXTRA_BLOCKS = ("ease_recent", "knn_recent", "seq", "content_recent")
 
 
-def fit_protocol(inputs: TrainInputs, train: pl.DataFrame, cfg: TrainConfig):
-    n_users, als_search = len(inputs.user_ids), None
-    if cfg.ranker.search:
-        cfg, als_search = tune_als(train, cfg, n_users=n_users, n_items=len(inputs.item_ids))
-    space = build_space(inputs.item_ids, inputs.tables, train, cfg)
-    refit = None
-    if cfg.fusion.method == "gated":  # the fusion learns from interactions: refit it on the ranker's inner history
-        refit = lambda rows: build_space(inputs.item_ids, inputs.tables, rows, cfg)  # noqa: E731
-    ranker, info = fit_ranker(train, space, cfg, n_users=n_users, refit_space=refit)
-    history = build_history(train, space, cfg, n_users=n_users)
-    return space, ranker, {**info, "als_search": als_search}, history
+def _popularity(frame: pl.DataFrame, n_items: int) -> np.ndarray:
+    return np.bincount(frame["item_idx"].to_numpy(), minlength=n_items).astype(np.float64)
 
 
-def _users_with_history(test: pl.DataFrame, train: pl.DataFrame) -> np.ndarray:
-    return np.intersect1d(test["user_idx"].unique().to_numpy(), train["user_idx"].unique().to_numpy())
-
-
-def temporal_protocol(inputs: TrainInputs, cfg: TrainConfig) -> dict:
+def temporal_protocol(interactions: pl.DataFrame, catalog: Catalog, cfg: TrainConfig, weight_kind: str,
+                      budget: Budget) -> tuple[dict, Fitted]:
     started = time.perf_counter()
-    split = temporal_split(inputs.interactions, test_days=cfg.split.test_days, val_days=cfg.split.val_days)
-    users = _users_with_history(split.test, split.train)
+    split = holdout_split(interactions, kind=cfg.split.kind, share=cfg.split.test_share, n_users=catalog.n_users,
+                          min_events=cfg.split.min_user_events)
+    users, relevant = relevant_items(split.train, split.test)
     if len(users) == 0:
-        raise SplitError(f"the cutoff {split.cutoff} leaves no test user with history before it. Fix: raise "
-                         f"train.split.test_days (now {cfg.split.test_days}) or check the interactions' ts range.")
-    space, ranker, info, history = fit_protocol(inputs, split.train, cfg)
-    relevant = relevant_per_user(split.test, history, users)
+        raise SplitError("the test split leaves no user with history before their cutoff. Fix: lower "
+                         f"train.split.test_share (now {cfg.split.test_share}) or provide a longer log")
+    fitted = fit_procedure(split.train, catalog, cfg, weight_kind, budget=budget)
     k = max(cfg.eval_ks)
-    topks = {"full": full_model_topk(ranker, history, space, cfg, users, k), **baseline_topks(history, space, users, k)}
-    cold_items = np.flatnonzero(~history.warm_items)
-    results = score_models(topks, relevant, history, space, cfg, cold_items)
-    return {"cutoff": str(split.cutoff), "test_users": int(len(users)), "cold_test_items": int(cold_items.size),
-            "ranker": info, "content_map": history.content_map_report, "table": summaries(results),
-            "paired": paired(results, ["als", "popularity", best_content(results)]),
-            "seconds": round(time.perf_counter() - started, 2)}
+    result = fitted.level.run(users, fitted.plan(k), split.cutoff_us)
+    lists = {"full": ranked(fitted, result, users, k, "ranker")[0]}
+    if fitted.published != "ranker":
+        lists["published"] = recommend(fitted, result, users, k).idx
+    lists.update({name: result.lists[block] for name, block in BASELINES.items()})
+    lists.update({f"content_{m}": result.lists[f"content_{m}"] for m in fitted.space.aligned.modalities})
+    lists.update({name: result.lists[name] for name in EXTRA_BLOCKS if name in result.lists})
+    results = score_lists(lists, relevant, ks=cfg.eval_ks, n_items=catalog.n_items, item_vectors=fitted.space.fused,
+                          popularity=_popularity(split.train, catalog.n_items))
+    against = ["als", "ease", "item_knn", "popularity", best_content(results)]
+    out = {"split": split.kind, "test_share": cfg.split.test_share, "test_users": int(len(users)),
+           "test_positives": int(sum(r.size for r in relevant)), "table": summaries(results, relevant),
+           "paired": paired(results, "full", against),
+           "reliability": reliability("temporal protocol", len(users), cfg.eval.min_users),
+           "procedure": fitted.report, "published": fitted.published}
+    if fitted.published != "ranker":
+        out["paired"].update(paired(results, "published", against))
+    out["seconds"] = round(time.perf_counter() - started, 2)
+    return out, fitted
 
 
-def _held_out_topks(ranker, history, space, cfg, users, cold, k):
-    """Rankings restricted to the held-out items: full model, ALS alone, content only."""
-    pairs_all = pl.DataFrame({"user_idx": np.repeat(users, len(cold)), "item_idx": np.tile(cold, len(users))},
-                             schema={"user_idx": pl.Int64, "item_idx": pl.Int64})
-    proposed = candidates(history, space, cfg, users)
-    pairs = pairs_all.join(proposed, on=["user_idx", "item_idx"], how="left").sort("user_idx", "item_idx")
-    pairs = pairs.with_columns(pl.col("sources").fill_null(pl.lit([], dtype=pl.List(pl.String))))
-    out = {"full": full_model_topk(ranker, history, space, cfg, users, k, pairs=pairs)}
-    # Plain ALS has no factors for items without interactions (all ties); the content-mapped factors do.
-    als = history.als.user_factors_[users] @ history.als.item_factors_[cold].T
-    als_mapped = history.als.user_factors_[users] @ history.item_factors[cold].T
-    content = history.profiles["fused"][users] @ space.fused[cold].T
-    for name, scores in (("als", als), ("als_content_map", als_mapped), ("content", content)):
-        idx, _ = dense_topk(scores, min(k, len(cold)))
-        idx = np.pad(idx, ((0, 0), (0, k - idx.shape[1])), constant_values=-1)  # fewer held-out items than k
-        out[name] = np.where(idx >= 0, cold[np.clip(idx, 0, None)], -1)
-    return out
-
-
-def item_cold_protocol(inputs: TrainInputs, cfg: TrainConfig) -> dict:
+def item_cold_protocol(interactions: pl.DataFrame, catalog: Catalog, cfg: TrainConfig, weight_kind: str,
+                       tuned: Tuned) -> dict:
     started = time.perf_counter()
-    split = item_cold_split(inputs.interactions, share=cfg.item_cold.share,
-                            min_interactions=cfg.item_cold.min_interactions, seed=cfg.seed)
-    users = _users_with_history(split.test, split.train)
+    split = item_cold_split(interactions, share=cfg.item_cold.share, min_interactions=cfg.item_cold.min_interactions,
+                            seed=cfg.seed)
+    users, relevant = relevant_items(split.train, split.test)
     if len(users) == 0:
         raise SplitError("the item-cold split leaves no user with both held-out items and other history. Fix: "
                          "lower train.item_cold.min_interactions or set train.item_cold.enabled = false.")
-    space, ranker, info, history = fit_protocol(inputs, split.train, cfg)
-    cold = np.sort(split.cold_item_idx)
-    relevant = relevant_per_user(split.test, history, users)
+    fitted = fit_procedure(split.train, catalog, cfg, weight_kind, tuned=tuned, budget=Budget(0))
+    cold = np.zeros(catalog.n_items, dtype=bool)
+    cold[split.cold_item_idx] = True
     k = max(cfg.eval_ks)
-    popularity = history.item_stats.sort("item_idx")["pop_all"].to_numpy()
-    held_out = {name: evaluate_topk(idx, relevant, ks=cfg.eval_ks, n_items=space.n_items, item_popularity=popularity)
-                for name, idx in _held_out_topks(ranker, history, space, cfg, users, cold, k).items()}
-    all_topks = {"full": full_model_topk(ranker, history, space, cfg, users, k), **baseline_topks(history, space, users, k)}
-    all_items = score_models({n: all_topks[n] for n in ("full", "als", "content", "popularity")}, relevant, history,
-                             space, cfg, None)
-    return {"cold_items": int(cold.size), "test_users": int(len(users)), "ranker": info,
-            "held_out": {"table": summaries(held_out), "paired": paired(held_out, ["als", "als_content_map", "content"])},
-            "all_items": {"table": summaries(all_items), "paired": paired(all_items, ["als", "content"])},
+    held_out = _held_out_lists(fitted, users, cold, k)
+    result = fitted.level.run(users, fitted.plan(k))
+    published = recommend(fitted, result, users, k)
+    all_items = {"full": published.idx, **{name: result.lists[block] for name, block in BASELINES.items()}}
+    popularity = _popularity(split.train, catalog.n_items)
+    held = score_lists(held_out, relevant, ks=cfg.eval_ks, n_items=catalog.n_items, popularity=popularity)
+    every = score_lists(all_items, relevant, ks=cfg.eval_ks, n_items=catalog.n_items, popularity=popularity)
+    return {"cold_items": int(cold.sum()), "test_users": int(len(users)),
+            "test_positives": int(sum(r.size for r in relevant)), "new_item_scorer": fitted.new_item_scorer,
+            "held_out": {"table": summaries(held, relevant),
+                         "paired": paired(held, "full", [best_content(held), "als_content_map"])},
+            "all_items": {"table": summaries(every, relevant), "paired": paired(every, "full", ["content", "als"]),
+                          "new_item_coverage": _coverage(published.idx, cold, cfg.eval_ks),
+                          "exposure_positions": list(cfg.new_items.positions)},
+            "reliability": reliability("item-cold protocol", len(users), cfg.eval.min_users),
+            "procedure": {key: fitted.report[key] for key in ("levels", "guard", "new_item_guard") if key in fitted.report},
             "seconds": round(time.perf_counter() - started, 2)}
+
+
+def _held_out_lists(fitted: Fitted, users: np.ndarray, cold: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Rankings of the held-out items only: the full model (its new-item scorer) and content-only models."""
+    plan = BlockPlan({}, rank_depth=fitted.cfg.candidates.rank_depth, list_k=k, new_items=cold, new_depth=NEW_DEPTH)
+    result = fitted.level.run(users, plan)
+    out = {"full": new_item_ranking(fitted, result, users, cold, k)[0], "als_content_map": result.lists["new/als"]}
+    out.update({name[4:]: lists for name, lists in result.lists.items()
+                if name.startswith("new/content")})
+    return out
+
+
+def _coverage(lists: np.ndarray, cold: np.ndarray, ks) -> dict:
+    """Share of held-out items shown to anyone in the first k positions, and of lists showing one."""
+    out = {}
+    for k in ks:
+        top = lists[:, :k]
+        shown = np.unique(top[top >= 0])
+        out[f"items@{k}"] = float(cold[shown].sum() / max(cold.sum(), 1))
+        out[f"lists@{k}"] = float(np.mean(np.any(np.where(top >= 0, cold[np.clip(top, 0, None)], False), axis=1)))
+    return out

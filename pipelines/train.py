@@ -1,4 +1,4 @@
-"""`make train`: both evaluation protocols, then the production fit on all interactions, published atomically."""
+"""`make train`: the test protocols, then the production model on all interactions, published atomically."""
 
 from __future__ import annotations
 
@@ -12,82 +12,76 @@ import polars as pl
 from prefect import flow
 
 from pipelines.config import PipelineConfig
-from pipelines.evaluate import format_table, full_model_ranking
-from pipelines.protocols import fit_protocol, item_cold_protocol, temporal_protocol
-from pipelines.publish import package_versions, similar_items, write_history_models, write_json, write_space
 from pipelines.parquet_io import write_parquet_atomic
+from pipelines.procedure import Catalog, Fitted, refit_serving
+from pipelines.protocols import item_cold_protocol, temporal_protocol
+from pipelines.publish import package_versions, similar_items, write_json, write_source_models, write_space
+from pipelines.recommend import Lists, recommend
+from pipelines.report import decision, format_report
 from pipelines.store import Store, utc_now
 from pipelines.train_data import TrainInputs, load_train_inputs
-from ranker.candidates import popularity_topk
+from pipelines.tuning import Budget
+from ranker.feedback import detect_weight_kind
+from ranker.index import ItemIndex
 
 log = logging.getLogger(__name__)
 TOPK_SCHEMA = {"user_id": pl.String, "rank": pl.Int32, "item_id": pl.String, "score": pl.Float32, "source": pl.String}
 
 
-def _list_rows(user_id: str, item_ids: np.ndarray, idx: np.ndarray, scores: np.ndarray, source: str, k: int,
-               taken: list | None = None) -> list[tuple]:
-    start = len(taken or [])
-    rows = [(user_id, start + r + 1, item_ids[i], float(s), source)
-            for r, (i, s) in enumerate([(i, s) for i, s in zip(idx, scores) if i >= 0][: k - start])]
-    return (taken or []) + rows
+def resolve_weight_kind(configured: str, weights: np.ndarray) -> str:
+    if configured != "auto":
+        log.info("weight column read as %s (train.weight_kind)", configured)
+        return configured
+    kind, why = detect_weight_kind(weights)
+    log.info("weight column read as %s: %s (set train.weight_kind to override)", kind, why)
+    return kind
 
 
-def topk_frame(inputs: TrainInputs, ranked: tuple, warm: np.ndarray, popular: tuple, k: int) -> pl.DataFrame:
-    """Ranker lists for users with history (topped up with popular unseen items when short); popularity,
-    flagged `popularity_fallback`, for users without any usable history."""
-    rows: list[tuple] = []
-    ranked_row = {int(u): r for r, u in enumerate(warm)}
-    for u, user_id in enumerate(inputs.user_ids):
-        r = ranked_row.get(u)
-        if r is None:
-            rows += _list_rows(user_id, inputs.item_ids, popular[0][u], popular[1][u], "popularity_fallback", k)
-            continue
-        mine = _list_rows(user_id, inputs.item_ids, ranked[0][r], ranked[1][r], "ranker", k)
-        chosen = {row[2] for row in mine}
-        extra = [(i, s) for i, s in zip(popular[0][u], popular[1][u]) if i >= 0 and inputs.item_ids[i] not in chosen]
-        if extra and len(mine) < k:
-            mine = _list_rows(user_id, inputs.item_ids, *map(np.array, zip(*extra)), "popularity_topup", k, mine)
-        rows += mine
-    return pl.DataFrame(rows, schema=TOPK_SCHEMA, orient="row")
+def _list_rows(inputs: TrainInputs, lists: Lists) -> pl.DataFrame:
+    rows, ranks = np.nonzero(lists.idx >= 0)
+    return pl.DataFrame({"user_id": inputs.user_ids[lists.users[rows]].astype(str),
+                         "rank": (ranks + 1).astype(np.int32),
+                         "item_id": inputs.item_ids[lists.idx[rows, ranks]].astype(str), "score": lists.scores[rows, ranks].astype(np.float32),
+                         "source": lists.source[rows, ranks].astype(str)})
 
 
-def production_fit(inputs: TrainInputs, cfg: PipelineConfig, run: Path) -> dict:
-    tcfg = cfg.train
-    space, ranker, info, history = fit_protocol(inputs, inputs.interactions, tcfg)
+def topk_frame(inputs: TrainInputs, production: Fitted, k: int) -> pl.DataFrame:
+    """The published model's lists for users with history; popularity, flagged `popularity_fallback`, for users
+    whose every interaction names an unknown item."""
     warm = np.unique(inputs.interactions["user_idx"].to_numpy())
-    ranked = full_model_ranking(ranker, history, space, tcfg, warm, tcfg.top_k)
-    popular = popularity_topk(history.interactions, n_items=space.n_items, user_idx=np.arange(len(inputs.user_ids)),
-                              k=2 * tcfg.top_k, exclude=history.seen)  # spare items for topping up
-    frame = topk_frame(inputs, ranked, warm, popular, tcfg.top_k)
+    result = production.level.run(warm, production.plan(k))
+    frame = _list_rows(inputs, recommend(production, result, warm, k))
+    cold = np.setdiff1d(np.arange(len(inputs.user_ids)), warm)
+    if cold.size:
+        popularity = production.level.sources["pop"].popularity
+        top = np.lexsort((np.arange(len(popularity)), -popularity))[:k]
+        top = top[popularity[top] > 0]
+        frame = pl.concat([frame, pl.DataFrame({
+            "user_id": np.repeat(inputs.user_ids[cold], len(top)).astype(str),
+            "rank": np.tile(np.arange(1, len(top) + 1, dtype=np.int32), cold.size),
+            "item_id": np.tile(inputs.item_ids[top], cold.size).astype(str), "score": np.tile(popularity[top], cold.size).astype(np.float32),
+            "source": "popularity_fallback"})])
+    return frame.select(list(TOPK_SCHEMA)).cast(TOPK_SCHEMA).sort("user_id", "rank")
+
+
+def publish_production(inputs: TrainInputs, production: Fitted, run: Path) -> dict:
+    cfg = production.cfg
+    frame = topk_frame(inputs, production, cfg.top_k)
     write_parquet_atomic(frame, run / "topk.parquet")
-    ranker.save(run / "ranker")
-    write_space(run, space)
-    write_history_models(run, history)
-    write_parquet_atomic(similar_items(space, tcfg.similar_k), run / "similar_items.parquet")
-    new_ids = inputs.item_ids[~history.warm_items].tolist()
-    with_new = frame.filter(pl.col("item_id").is_in(new_ids) & (pl.col("source") == "ranker"))
-    return {"ranker": info, "users": len(inputs.user_ids), "fallback_users": int(len(inputs.user_ids) - len(warm)),
-            "new_items": len(new_ids), "topk_rows_with_new_items": with_new.height,
-            "users_with_new_items": with_new["user_id"].n_unique(), "index_kind": space.index.kind,
-            "index_recall_at_10": space.index_recall_at_10,
-            "content_map": history.content_map_report}
-
-
-def print_report(metrics: dict) -> str:
-    tables = [format_table("temporal protocol (test after the cutoff; cold/ = items unseen before it)",
-                           metrics["temporal"]["table"])]
-    diffs = [("temporal", metrics["temporal"]["paired"])]
-    if metrics.get("item_cold"):
-        ic = metrics["item_cold"]
-        tables.append(format_table("item-cold protocol: ranking the held-out items", ic["held_out"]["table"], cold=False))
-        tables.append(format_table("item-cold protocol: ranking all items", ic["all_items"]["table"], cold=False))
-        diffs += [("item-cold held-out", ic["held_out"]["paired"]), ("item-cold all", ic["all_items"]["paired"])]
-    lines = [f"{name:<18} {key:<32} {d['mean']:+.4f} ± {d['stderr']:.4f}{'  *' if d['significant'] else ''}"
-             for name, block in diffs for key, d in block.items()]
-    text = ("\n\n".join(tables) + "\n\npaired differences (full model minus reference, per user; "
-            "* = beyond 2 standard errors)\n" + "\n".join(lines))
-    print(text)
-    return text
+    index = ItemIndex.build(production.space.fused, kind="auto", seed=cfg.seed)
+    write_space(run, production.space, index)
+    write_parquet_atomic(similar_items(inputs.item_ids, production.space.fused, index, cfg.similar_k),
+                         run / "similar_items.parquet")
+    production.ranker.save(run / "ranker")
+    write_source_models(run, production.level.sources)
+    new = ~production.level.ctx.item_has_history
+    slots = frame.filter(pl.col("source") == "new_item_slot")
+    return {"published": decision(production), "users": len(inputs.user_ids),
+            "fallback_users": frame.filter(pl.col("source") == "popularity_fallback")["user_id"].n_unique(),
+            "new_items": int(new.sum()), "topk_rows_new_item_slot": slots.height,
+            "users_with_new_items": slots["user_id"].n_unique(), "index_kind": index.kind,
+            "tuned": {"sources": production.tuned.sources.params, "half_life": production.tuned.sources.half_life,
+                      "fusion_weights": production.tuned.fusion_weights, "ranker": production.tuned.ranker_params}}
 
 
 def run_training(cfg: PipelineConfig) -> dict:
@@ -99,22 +93,26 @@ def run_training(cfg: PipelineConfig) -> dict:
 def _train_and_publish(cfg: PipelineConfig, store: Store) -> dict:
     started = time.perf_counter()
     inputs = load_train_inputs(cfg)
-    timings = {}
-    metrics = {"temporal": temporal_protocol(inputs, cfg.train)}
-    timings["temporal_s"] = metrics["temporal"]["seconds"]
+    weight_kind = resolve_weight_kind(cfg.train.weight_kind, inputs.interactions["weight"].to_numpy())
+    catalog = Catalog(inputs.item_ids, inputs.tables, len(inputs.user_ids))
+    budget = Budget(cfg.train.tune.seconds)
+    temporal, fitted = temporal_protocol(inputs.interactions, catalog, cfg.train, weight_kind, budget)
+    metrics, timings = {"weight_kind": weight_kind, "temporal": temporal}, {"temporal_s": temporal["seconds"]}
     if cfg.train.item_cold.enabled:
-        metrics["item_cold"] = item_cold_protocol(inputs, cfg.train)
+        metrics["item_cold"] = item_cold_protocol(inputs.interactions, catalog, cfg.train, weight_kind, fitted.tuned)
         timings["item_cold_s"] = metrics["item_cold"]["seconds"]
     run = store.new_run_dir()
     try:
         t0 = time.perf_counter()
-        metrics["production"] = production_fit(inputs, cfg, run)
+        production = refit_serving(fitted, inputs.interactions, catalog)
+        metrics["production"] = publish_production(inputs, production, run)
         timings["production_s"] = round(time.perf_counter() - t0, 2)
-        report = print_report(metrics)
+        report = format_report(metrics)
+        print(report)
         (run / "report.txt").write_text(report + "\n")
         write_json(run, "metrics.json", metrics)
         timings["total_s"] = round(time.perf_counter() - started, 2)
-        write_json(run, "manifest.json", _manifest(cfg, inputs, timings))
+        write_json(run, "manifest.json", _manifest(cfg, inputs, timings, metrics))
         final = store.publish(run)
     except BaseException:
         shutil.rmtree(run, ignore_errors=True)  # a failed run leaves no half folder; `latest` is untouched
@@ -123,8 +121,9 @@ def _train_and_publish(cfg: PipelineConfig, store: Store) -> dict:
     return {"run_dir": str(final), "wall_s": timings["total_s"], "metrics": metrics}
 
 
-def _manifest(cfg: PipelineConfig, inputs: TrainInputs, timings: dict) -> dict:
+def _manifest(cfg: PipelineConfig, inputs: TrainInputs, timings: dict, metrics: dict) -> dict:
     return {"finished_at": utc_now().isoformat(), "config": cfg.model_dump(mode="json"), "timings": timings,
+            "published": metrics["production"]["published"], "weight_kind": metrics["weight_kind"],
             "inputs": {"catalog": cfg.data.catalog, "catalog_sha256": inputs.catalog_sha256,
                        "interactions": cfg.data.interactions, "interactions_sha256": inputs.interactions_sha256,
                        "dropped_unknown_item_rows": inputs.dropped_unknown_items,

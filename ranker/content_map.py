@@ -1,7 +1,7 @@
 """The content-to-factor map: item content vector -> ALS item factors, learned on warm items.
 
-An item nobody has touched yet still gets a factor row (:func:`complete_item_factors`), and with it ALS-style
-scores and candidates (the idea behind DropoutNet-style cold-start models).
+An item nobody has touched yet still gets a factor row from its content, and with it ALS-style scores and
+candidates (the idea behind DropoutNet-style cold-start models).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from ranker.data import NotFittedError
 from ranker.npz import constructor_params, load_npz, save_npz
 
-__all__ = ["ContentToFactorMap", "complete_item_factors", "select_content_map"]
+__all__ = ["ContentToFactorMap"]
 
 log = logging.getLogger(__name__)
 
@@ -176,79 +176,3 @@ def _fit_ridge(content: np.ndarray, factors: np.ndarray, alpha: float) -> tuple[
         coef = xc.T @ np.linalg.solve(xc @ xc.T + alpha * np.eye(n), yc)
     intercept = y_mean - x_mean @ coef
     return coef.astype(np.float32), intercept.astype(np.float32)
-
-
-def _validation_report(cmap: ContentToFactorMap, content: np.ndarray, factors: np.ndarray) -> dict:
-    predicted = cmap.predict(content).astype(np.float64)
-    truth = factors.astype(np.float64)
-    norms = np.linalg.norm(predicted, axis=1) * np.linalg.norm(truth, axis=1)
-    cosine = np.sum(predicted * truth, axis=1) / np.maximum(norms, 1e-12)
-    return {"val_mse": float(np.mean((predicted - truth) ** 2)), "val_cosine": float(np.mean(cosine))}
-
-
-def select_content_map(
-    content_warm: np.ndarray,
-    factors_warm: np.ndarray,
-    *,
-    val_share: float = 0.2,
-    seed: int = 0,
-    alpha: float = 1.0,
-    hidden: int = 128,
-    epochs: int = 200,
-) -> tuple[ContentToFactorMap, dict]:
-    """Fit ridge and MLP maps on a seeded split of warm items; keep the MLP only if it wins.
-
-    The winner (lower validation MSE; ties go to ridge) is refitted on all warm
-    items. The report holds each kind's validation MSE and mean cosine, the
-    chosen kind and the split sizes.
-    """
-    if not 0 < val_share < 1:
-        raise ValueError(f"val_share={val_share!r} must be strictly between 0 and 1")
-    content_warm = _as_matrix(content_warm, "content_warm")
-    factors_warm = _as_matrix(factors_warm, "factors_warm")
-    n_warm = content_warm.shape[0]
-    n_val = int(round(n_warm * val_share))
-    maps = {
-        "ridge": ContentToFactorMap(kind="ridge", alpha=alpha, seed=seed),
-        "mlp": ContentToFactorMap(kind="mlp", hidden=hidden, epochs=epochs, seed=seed),
-    }
-    if n_val < 1 or n_warm - n_val < 2:
-        log.warning("only %d warm items: too few to validate an MLP, using the ridge content map", n_warm)
-        report = {"chosen": "ridge", "n_train": n_warm, "n_val": 0, "reason": "too few warm items"}
-        return maps["ridge"].fit(content_warm, factors_warm), report
-    order = np.random.default_rng(seed).permutation(n_warm)
-    val, train = order[:n_val], order[n_val:]
-    report: dict = {"n_train": len(train), "n_val": n_val}
-    for kind, cmap in maps.items():
-        cmap.fit(content_warm[train], factors_warm[train])
-        report[kind] = _validation_report(cmap, content_warm[val], factors_warm[val])
-    chosen = "mlp" if report["mlp"]["val_mse"] < report["ridge"]["val_mse"] else "ridge"
-    report["chosen"] = chosen
-    log.info(
-        "content map: ridge val MSE %.4g, mlp val MSE %.4g -> %s",
-        report["ridge"]["val_mse"], report["mlp"]["val_mse"], chosen,
-    )
-    return maps[chosen].fit(content_warm, factors_warm), report
-
-
-def complete_item_factors(
-    item_factors: np.ndarray,
-    warm_mask: np.ndarray,
-    content: np.ndarray,
-    cmap: ContentToFactorMap,
-) -> np.ndarray:
-    """Item factors where items without interactions (``~warm_mask``) get ``cmap.predict(content)``."""
-    item_factors = _as_matrix(item_factors, "item_factors")
-    warm_mask = np.asarray(warm_mask, dtype=bool)
-    content = np.asarray(content, dtype=np.float32)
-    if warm_mask.shape != (item_factors.shape[0],) or content.shape[0] != item_factors.shape[0]:
-        raise ValueError(
-            f"item_factors has {item_factors.shape[0]} rows, warm_mask shape {warm_mask.shape}, "
-            f"content {content.shape[0]} rows; all must describe the same items"
-        )
-    completed = item_factors.copy()
-    cold = ~warm_mask
-    if cold.any():
-        completed[cold] = cmap.predict(content[cold])
-    log.info("completed factors of %d cold items from content", int(cold.sum()))
-    return completed

@@ -176,6 +176,23 @@ class RankingData:
         return np.add.reduceat(self.labels > 0, self.group_offsets[:-1]) > 0
 
 
+def concat_ranking_data(parts: list[RankingData]) -> RankingData:
+    """The query groups of every part, one after the other (same features required)."""
+    if not parts:
+        raise RankingDataError("concat_ranking_data needs at least one RankingData")
+    for part in parts[1:]:
+        check_same_features(parts[0].feature_names, part.feature_names, "a concatenated part")
+
+    def joined(name: str):
+        values = [getattr(part, name) for part in parts]
+        return None if any(v is None for v in values) else np.concatenate(values)
+
+    return RankingData(scalars=np.concatenate([p.scalars for p in parts]), feature_names=parts[0].feature_names,
+                       group_sizes=np.concatenate([p.group_sizes for p in parts]), user_idx=joined("user_idx"),
+                       item_idx=joined("item_idx"), labels=joined("labels"), user_vec=joined("user_vec"),
+                       item_vec=joined("item_vec"))
+
+
 def groups_from_user_idx(user_idx: np.ndarray) -> np.ndarray:
     """Sizes of the runs of equal user_idx, for rows already sorted by user (one group per user)."""
     user_idx = np.asarray(user_idx)

@@ -16,10 +16,10 @@ import polars as pl
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from ranker.candidates import dense_topk
-from ranker.covisit import check_exclude, check_k, empty_topk, interaction_arrays
+from ranker.covisit import interaction_arrays
 from ranker.data import NotFittedError
 from ranker.npz import constructor_params, load_npz, save_npz
+from ranker.topk import check_exclude, check_k, dense_topk, empty_topk
 
 __all__ = ["ALSFactors", "NotFittedError"]
 
@@ -38,7 +38,8 @@ def _checked_index(values: np.ndarray, size: int, name: str) -> np.ndarray:
 class ALSFactors:
     """Implicit-feedback ALS (Hu, Koren & Volinsky) via the ``implicit`` library.
 
-    Confidence of a (user, item) pair is ``1 + alpha * (summed weights)``.
+    Confidence of a (user, item) pair is ``1 + alpha * value``: the summed weights (``fit``) or a mapped
+    feedback value (``fit_matrix``, see :mod:`ranker.feedback`).
     Users and items without interactions get zero factors (no signal), and
     ``warm_item_mask_`` marks the items that had some.
     """
@@ -82,12 +83,21 @@ class ALSFactors:
         )
 
     def fit(self, interactions: pl.DataFrame, *, n_users: int, n_items: int) -> ALSFactors:
+        """Fit on raw interactions: a pair's value is its summed weight."""
         users, items, _, weights = interaction_arrays(interactions, n_users=n_users, n_items=n_items)
         if len(users) == 0:
             raise ValueError("ALSFactors.fit got no interactions; it needs at least one (user, item) pair")
-        confidence = sp.csr_matrix((weights, (users, items)), shape=(n_users, n_items), dtype=np.float32)
-        confidence.sum_duplicates()
+        values = sp.csr_matrix((weights, (users, items)), shape=(n_users, n_items), dtype=np.float32)
+        values.sum_duplicates()
+        return self.fit_matrix(values)
+
+    def fit_matrix(self, values: sp.csr_matrix) -> ALSFactors:
+        """Fit on a users x items CSR of feedback values; a pair's confidence is 1 + alpha * value."""
+        confidence = sp.csr_matrix(values, dtype=np.float32)
         confidence.eliminate_zeros()
+        if confidence.nnz == 0:
+            raise ValueError("ALSFactors.fit got no interactions; it needs at least one (user, item) pair")
+        n_users, n_items = confidence.shape
         # one BLAS thread (implicit is imported above, so its OpenBLAS is loaded and limited too):
         # implicit warns otherwise, and it keeps the float sums in a fixed order
         with threadpool_limits(limits=1, user_api="blas"):

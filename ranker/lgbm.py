@@ -39,6 +39,9 @@ class LGBMRankerModel:
         min_child_samples: int = 20,
         early_stopping_rounds: int = 30,
         eval_at: tuple[int, ...] = (10,),
+        subsample: float = 1.0,
+        colsample_bytree: float = 1.0,
+        reg_lambda: float = 0.0,
         seed: int = 0,
         n_jobs: int = 2,
     ) -> None:
@@ -48,6 +51,9 @@ class LGBMRankerModel:
         self.min_child_samples = min_child_samples
         self.early_stopping_rounds = early_stopping_rounds
         self.eval_at = eval_at
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.reg_lambda = reg_lambda
         self.seed = seed
         self.n_jobs = n_jobs
 
@@ -59,6 +65,9 @@ class LGBMRankerModel:
             "min_child_samples": self.min_child_samples,
             "early_stopping_rounds": self.early_stopping_rounds,
             "eval_at": list(self.eval_at),
+            "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree,
+            "reg_lambda": self.reg_lambda,
             "seed": self.seed,
             "n_jobs": self.n_jobs,
         }
@@ -73,6 +82,10 @@ class LGBMRankerModel:
             learning_rate=self.learning_rate,
             num_leaves=self.num_leaves,
             min_child_samples=self.min_child_samples,
+            subsample=self.subsample,
+            subsample_freq=1 if self.subsample < 1 else 0,
+            colsample_bytree=self.colsample_bytree,
+            reg_lambda=self.reg_lambda,
             random_state=self.seed,
             n_jobs=self.n_jobs,
             deterministic=True,

@@ -1,4 +1,5 @@
-"""Evaluation splits that never leak the future: a global time cutoff, and held-out cold items.
+"""Evaluation splits that never leak the future: per-user or global time holdouts by share of events, and
+held-out cold items.
 
 Interactions are polars frames with ``user_idx: Int64, item_idx: Int64, ts: Datetime(us, UTC),
 weight: Float32``. Splits are by time, never a random shuffle of interactions.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import polars as pl
@@ -21,20 +21,27 @@ class SplitError(ValueError):
     """A split that cannot be made as asked; the message says which parameter to change."""
 
 
+EPOCH_US = pl.col("ts").dt.epoch("us")
+NO_CUTOFF = np.iinfo(np.int64).max  # a user with no held-out events: every later item counts as available
+
+
 @dataclass(frozen=True)
-class TemporalSplit:
-    """``train`` = everything before ``cutoff`` (history for scoring ``test``); ``train_fit`` = before
-    ``val_cutoff`` (history for fitting, with ``val`` = [val_cutoff, cutoff) as its labels); ``test`` =
-    at or after ``cutoff``."""
+class HoldoutSplit:
+    """``train`` = events before each user's cutoff, ``test`` = the rest.
+
+    ``cutoff_us`` (n_users,) int64 epoch microseconds: the first held-out event of each user (``NO_CUTOFF``
+    for users with nothing held out). An item is *available* to user u when some train event of it comes
+    before u's cutoff: what could have been recommended at that moment.
+    """
 
     train: pl.DataFrame
-    train_fit: pl.DataFrame
-    val: pl.DataFrame
     test: pl.DataFrame
-    cutoff: datetime
-    val_cutoff: datetime
+    cutoff_us: np.ndarray
+    kind: str
 
-
+    @property
+    def test_users(self) -> np.ndarray:
+        return np.sort(self.test["user_idx"].unique().to_numpy().astype(np.int64))
 @dataclass(frozen=True)
 class ItemColdSplit:
     """``train`` without any interaction of ``cold_item_idx``; ``test`` = exactly those interactions."""
@@ -57,65 +64,82 @@ def _check_frame(interactions: pl.DataFrame) -> None:
         raise SplitError("interactions are empty: nothing to split; check the input log")
 
 
-def _as_column_time(cutoff: datetime, dtype: pl.Datetime) -> datetime:
-    """``cutoff`` expressed in the ts column's convention (aware in its zone, or naive UTC)."""
-    if cutoff.tzinfo is None:
-        raise SplitError(
-            f"cutoff {cutoff.isoformat()} has no time zone; pass an aware datetime, "
-            "e.g. datetime(2024, 5, 1, tzinfo=timezone.utc)"
-        )
-    if dtype.time_zone is None:
-        return cutoff.astimezone(timezone.utc).replace(tzinfo=None)
-    return cutoff
+def per_user_split(interactions: pl.DataFrame, *, share: float, n_users: int, min_events: int = 3) -> HoldoutSplit:
+    """Each user's last ``share`` of events (at least one) is held out, for users with >= ``min_events``.
 
-
-def _check_days(name: str, days: float, minimum_exclusive: bool) -> timedelta:
-    ok = days > 0 if minimum_exclusive else days >= 0
-    if not ok:
-        bound = "> 0" if minimum_exclusive else ">= 0"
-        raise SplitError(f"{name}={days} must be {bound} days")
-    return timedelta(days=float(days))
-
-
-def temporal_split(
-    interactions: pl.DataFrame, *, test_days: float, val_days: float, cutoff: datetime | None = None
-) -> TemporalSplit:
-    """Split at a global cutoff (default: max ts - test_days); validation = the last ``val_days`` of train.
-
-    ``val_days=0`` gives an empty ``val`` and ``train_fit == train``.
+    Split by time per user: the cutoff is the timestamp of the user's first held-out event, and every event
+    at or after it is held out, so no two events at the same moment straddle the cutoff. Users whose events
+    all share one timestamp, or with fewer than ``min_events``, stay whole in train.
     """
     _check_frame(interactions)
-    test_span = _check_days("test_days", test_days, minimum_exclusive=True)
-    val_span = _check_days("val_days", val_days, minimum_exclusive=False)
-    ts = pl.col("ts")
-    last = interactions["ts"].max()
-    cutoff = last - test_span if cutoff is None else _as_column_time(cutoff, interactions.schema["ts"])
-    val_cutoff = cutoff - val_span
-    test = interactions.filter(ts >= cutoff)
-    train = interactions.filter(ts < cutoff)
+    if not 0 < share < 1:
+        raise SplitError(f"share={share} must be in (0, 1), e.g. 0.2 to hold out each user's last fifth")
+    ranked = (interactions.with_columns(_t=EPOCH_US)
+              .sort("user_idx", "_t", "item_idx")
+              .with_columns(_n=pl.len().over("user_idx"), _r=pl.int_range(pl.len()).over("user_idx")))
+    n_test = (pl.col("_n") * share).ceil().cast(pl.Int64).clip(1, None)
+    first_test = (ranked.filter((pl.col("_n") >= min_events) & (pl.col("_r") == pl.col("_n") - n_test))
+                  .select("user_idx", _cut="_t"))
+    first_event = ranked.group_by("user_idx").agg(_first=pl.col("_t").min())
+    cuts = first_test.join(first_event, on="user_idx").filter(pl.col("_cut") > pl.col("_first"))
+    cutoff = np.full(n_users, NO_CUTOFF, dtype=np.int64)
+    cutoff[cuts["user_idx"].to_numpy()] = cuts["_cut"].to_numpy()
+    return _split_at(interactions, cutoff, "per_user")
+
+
+def global_split(interactions: pl.DataFrame, *, share: float, n_users: int) -> HoldoutSplit:
+    """One cutoff for everyone, placed so that the last ``share`` of events are held out."""
+    _check_frame(interactions)
+    if not 0 < share < 1:
+        raise SplitError(f"share={share} must be in (0, 1), e.g. 0.2 to hold out the last fifth of events")
+    ts = np.sort(interactions.select(EPOCH_US).to_series().to_numpy())
+    cut = int(ts[min(len(ts) - 1, int(np.floor(len(ts) * (1 - share))))])
+    if cut <= ts[0]:
+        raise SplitError(f"every event shares the first timestamp; a global split at share={share} leaves no "
+                         "training events. Fix: use train.split.kind = \"per_user\"")
+    return _split_at(interactions, np.full(n_users, cut, dtype=np.int64), "global")
+
+
+def holdout_split(interactions: pl.DataFrame, *, kind: str, share: float, n_users: int,
+                  min_events: int = 3) -> HoldoutSplit:
+    if kind == "per_user":
+        return per_user_split(interactions, share=share, n_users=n_users, min_events=min_events)
+    if kind == "global":
+        return global_split(interactions, share=share, n_users=n_users)
+    raise SplitError(f"split kind {kind!r} is unknown; options: 'per_user', 'global'")
+
+
+def _split_at(interactions: pl.DataFrame, cutoff: np.ndarray, kind: str) -> HoldoutSplit:
+    cuts = pl.DataFrame({"user_idx": np.arange(len(cutoff), dtype=np.int64), "_cut": cutoff})
+    marked = (interactions.join(cuts, on="user_idx", how="left", maintain_order="left")
+              .with_columns(_held=EPOCH_US >= pl.col("_cut")).drop("_cut"))
+    test = marked.filter("_held").drop("_held")
+    train = marked.filter(~pl.col("_held")).drop("_held")
     if test.height == 0:
-        raise SplitError(
-            f"cutoff {cutoff} leaves no test users (last interaction at {last}): pass an earlier cutoff, "
-            f"or none to cut at the last interaction minus test_days (now {test_days})"
-        )
-    if train.height == 0:
-        raise SplitError(
-            f"cutoff {cutoff} leaves no training interactions (first at {interactions['ts'].min()}): "
-            f"lower test_days (now {test_days}) or pass a later cutoff"
-        )
-    train_fit = train.filter(ts < val_cutoff)
-    val = train.filter(ts >= val_cutoff)
-    if val_days > 0 and (val.height == 0 or train_fit.height == 0):
-        part = "validation interactions" if val.height == 0 else "fitting interactions (before the validation window)"
-        raise SplitError(
-            f"val_cutoff {val_cutoff} leaves no {part}: change val_days (now {val_days}; "
-            "0 disables validation) or test_days"
-        )
-    logger.info(
-        "temporal split at %s: train %d (fit %d, val %d), test %d interactions, %d test users",
-        cutoff, train.height, train_fit.height, val.height, test.height, test["user_idx"].n_unique(),
-    )  # fmt: skip
-    return TemporalSplit(train=train, train_fit=train_fit, val=val, test=test, cutoff=cutoff, val_cutoff=val_cutoff)
+        raise SplitError(f"the {kind} split holds out no event: every user has fewer events than the minimum or "
+                         "all their events at one moment. Fix: provide a longer interaction log")
+    cutoff = cutoff.copy()
+    cutoff[~np.isin(np.arange(len(cutoff)), test["user_idx"].unique().to_numpy())] = NO_CUTOFF
+    logger.info("%s split: train %d, held out %d events of %d users", kind, train.height, test.height,
+                test["user_idx"].n_unique())
+    return HoldoutSplit(train=train, test=test, cutoff_us=cutoff, kind=kind)
+
+
+def sample_items(interactions: pl.DataFrame, *, share: float, min_interactions: int, seed: int,
+                 max_items: int | None = None) -> np.ndarray:
+    """A seeded ``share`` of the items with >= ``min_interactions`` events (sorted item_idx).
+
+    Drawn from past counts only, never from who consumes the items later, so a held-out or hidden item is
+    a random established item, not one selected for being a future positive.
+    """
+    counts = interactions.group_by("item_idx").len().filter(pl.col("len") >= min_interactions)
+    eligible = np.sort(counts["item_idx"].to_numpy().astype(np.int64))
+    n = int(round(share * eligible.size))
+    if max_items is not None:
+        n = min(n, max_items)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(eligible, size=n, replace=False))
 
 
 def item_cold_split(
@@ -125,19 +149,16 @@ def item_cold_split(
     _check_frame(interactions)
     if not 0 < share < 1:
         raise SplitError(f"share={share} must be in (0, 1), e.g. 0.1 to hold out a tenth of eligible items")
-    counts = interactions.group_by("item_idx").len().filter(pl.col("len") >= min_interactions)
-    eligible = np.sort(counts["item_idx"].to_numpy().astype(np.int64))
-    if eligible.size == 0:
+    cold = sample_items(interactions, share=share, min_interactions=min_interactions, seed=seed)
+    if cold.size == 0:
         raise SplitError(
             f"no item has >= min_interactions (now {min_interactions}) interactions: lower min_interactions"
         )
-    n_cold = max(1, int(round(share * eligible.size)))
-    rng = np.random.default_rng(seed)
-    cold = np.sort(rng.choice(eligible, size=n_cold, replace=False))
+    n_cold = cold.size
     is_cold = pl.col("item_idx").cast(pl.Int64).is_in(pl.Series(cold, dtype=pl.Int64).implode())
     train = interactions.filter(~is_cold)
     test = interactions.filter(is_cold)
     if train.height == 0:
         raise SplitError(f"share={share} holds out every interaction; lower share")
-    logger.info("item-cold split: %d of %d eligible items held out (%d rows)", n_cold, eligible.size, test.height)
+    logger.info("item-cold split: %d items held out (%d rows)", n_cold, test.height)
     return ItemColdSplit(train=train, test=test, cold_item_idx=cold)

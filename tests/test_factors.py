@@ -7,8 +7,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ranker.candidates import seen_matrix
-from ranker.content_map import ContentToFactorMap, complete_item_factors, select_content_map
+from ranker.content_map import ContentToFactorMap
+from ranker.covisit import seen_matrix
 from ranker.factors import ALSFactors, NotFittedError
 
 N_BLOCKS, PER_BLOCK = 4, 10
@@ -139,7 +139,8 @@ def test_content_map_beats_raw_content_for_new_items():
     warm = np.arange(len(content)) < 300
     cmap = ContentToFactorMap(kind="ridge", alpha=1.0).fit(content[warm], true_factors[warm])
     observed = np.where(warm[:, None], true_factors, 0.0)  # cold items have no factors yet
-    completed = complete_item_factors(observed, warm, content, cmap)
+    completed = observed.copy()
+    completed[~warm] = cmap.predict(content[~warm])
     np.testing.assert_array_equal(completed[warm], true_factors[warm])
     truth = (true_factors[~warm], true_factors[warm])
     mapped = _neighbour_recall(completed[~warm], completed[warm], truth)
@@ -158,19 +159,6 @@ def _nonlinear(seed=0, n=600):
     x = np.random.default_rng(seed).uniform(-1, 1, size=(n, 4)).astype(np.float32)
     y = np.stack([x[:, 0] ** 2, x[:, 1] * x[:, 2], np.abs(x[:, 3])], axis=1)
     return x, y.astype(np.float32)
-
-
-def test_select_keeps_mlp_only_when_it_wins():
-    x, y = _nonlinear()
-    cmap, report = select_content_map(x, y, val_share=0.25, seed=0, hidden=64, epochs=60)
-    assert report["chosen"] == "mlp" and cmap.kind == "mlp"
-    assert report["mlp"]["val_mse"] < 0.5 * report["ridge"]["val_mse"]
-    assert report["n_val"] == 150 and set(report["ridge"]) == {"val_mse", "val_cosine"}
-    rng = np.random.default_rng(1)
-    linear_x = rng.normal(size=(120, 16)).astype(np.float32)
-    linear_y = linear_x @ rng.normal(size=(16, 4)) + 0.1 * rng.normal(size=(120, 4))
-    cmap, report = select_content_map(linear_x, linear_y, seed=0, hidden=64, epochs=60)
-    assert report["chosen"] == "ridge" and cmap.kind == "ridge"
 
 
 def test_mlp_map_is_deterministic_and_round_trips(tmp_path):

@@ -8,7 +8,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ranker.splits import SplitError, item_cold_split, temporal_split
+from ranker.splits import (
+    NO_CUTOFF,
+    SplitError,
+    global_split,
+    holdout_split,
+    item_cold_split,
+    per_user_split,
+    sample_items,
+)
 
 T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
 
@@ -27,41 +35,63 @@ def _interactions(n_days: int = 30, n_users: int = 20, n_items: int = 50, seed: 
     )
 
 
-def test_temporal_split_partitions_by_time():
+def test_per_user_split_holds_out_each_users_last_share_by_time():
     df = _interactions()
-    split = temporal_split(df, test_days=7, val_days=5)
-    assert split.cutoff == df["ts"].max() - timedelta(days=7)
-    assert split.val_cutoff == split.cutoff - timedelta(days=5)
-    assert split.train["ts"].max() < split.cutoff <= split.test["ts"].min()
-    assert split.train_fit["ts"].max() < split.val_cutoff <= split.val["ts"].min()
-    assert split.val["ts"].max() < split.cutoff
+    split = per_user_split(df, share=0.2, n_users=20, min_events=3)
     assert split.train.height + split.test.height == df.height
-    assert split.train_fit.height + split.val.height == split.train.height
     assert split.test.schema == df.schema
+    for user, events in df.group_by("user_idx"):
+        user = int(user[0])
+        test = split.test.filter(pl.col("user_idx") == user)
+        train = split.train.filter(pl.col("user_idx") == user)
+        cutoff = split.cutoff_us[user]
+        if events.height < 3:
+            assert test.height == 0 and cutoff == NO_CUTOFF
+            continue
+        assert test.height >= int(np.ceil(0.2 * events.height))  # ties at the cutoff all go to test
+        assert train["ts"].dt.epoch("us").max() < cutoff <= test["ts"].dt.epoch("us").min()
+    assert len(split.test_users) == 20  # every user is tested, not the few active in the last days
 
 
-def test_temporal_split_explicit_cutoff_and_no_validation():
+def test_per_user_split_never_straddles_a_timestamp():
+    # user 0: five events, the last three at one moment; user 1: two events only
+    ts = [T0, T0 + timedelta(hours=1), T0 + timedelta(hours=2), T0 + timedelta(hours=2), T0 + timedelta(hours=2)]
+    df = pl.DataFrame({"user_idx": [0] * 5 + [1, 1], "item_idx": [0, 1, 2, 3, 4, 0, 1],
+                       "ts": ts + [T0, T0 + timedelta(hours=1)], "weight": [1.0] * 7},
+                      schema={"user_idx": pl.Int64, "item_idx": pl.Int64, "ts": pl.Datetime("us", "UTC"),
+                              "weight": pl.Float32})
+    split = per_user_split(df, share=0.2, n_users=2, min_events=3)
+    assert sorted(split.test["item_idx"].to_list()) == [2, 3, 4]
+    assert split.cutoff_us[1] == NO_CUTOFF
+
+
+def test_global_split_cuts_by_share_of_events():
     df = _interactions()
-    cutoff = T0 + timedelta(days=20)
-    split = temporal_split(df, test_days=1, val_days=0, cutoff=cutoff)
-    assert split.cutoff == cutoff
-    assert split.val.height == 0
-    assert split.train_fit.equals(split.train)
-    assert split.test.height == df.filter(pl.col("ts") >= cutoff).height
+    split = global_split(df, share=0.25, n_users=20)
+    assert split.train["ts"].max() < split.test["ts"].min()
+    assert abs(split.test.height - 0.25 * df.height) <= 2
+    assert len(set(split.cutoff_us[split.test_users].tolist())) == 1
 
 
-def test_temporal_split_errors_say_what_to_change():
+def test_splits_say_what_to_change():
     df = _interactions(n_days=10)
-    with pytest.raises(SplitError, match=r"no test users .*: pass an earlier cutoff"):
-        temporal_split(df, test_days=1, val_days=0, cutoff=T0 + timedelta(days=40))
-    with pytest.raises(SplitError, match=r"no training interactions .* lower test_days \(now 15\)"):
-        temporal_split(df, test_days=15, val_days=1)
-    with pytest.raises(SplitError, match=r"no fitting interactions .* change val_days \(now 9;"):
-        temporal_split(df, test_days=2, val_days=9)
-    with pytest.raises(SplitError, match="has no time zone"):
-        temporal_split(df, test_days=2, val_days=1, cutoff=datetime(2024, 3, 5))
-    with pytest.raises(SplitError, match=r"lack columns \['ts'\]"):
-        temporal_split(df.drop("ts"), test_days=2, val_days=1)
+    with pytest.raises(SplitError, match=r"share=1.5 must be in \(0, 1\)"):
+        per_user_split(df, share=1.5, n_users=20)
+    with pytest.raises(SplitError, match=r"holds out no event"):
+        per_user_split(df, share=0.2, n_users=20, min_events=10_000)
+    with pytest.raises(SplitError, match=r"options: 'per_user', 'global'"):
+        holdout_split(df, kind="weekly", share=0.2, n_users=20)
+    with pytest.raises(SplitError, match=r"lack columns"):
+        per_user_split(df.drop("ts"), share=0.2, n_users=20)
+
+
+def test_sampled_items_come_from_past_counts_only():
+    df = _interactions()
+    items = sample_items(df, share=0.5, min_interactions=8, seed=0)
+    counts = df.group_by("item_idx").len()
+    eligible = counts.filter(pl.col("len") >= 8)["item_idx"].to_list()
+    assert set(items.tolist()) <= set(eligible) and len(items) == round(0.5 * len(eligible))
+    assert sample_items(df, share=0.5, min_interactions=8, seed=0).tolist() == items.tolist()
 
 
 def test_item_cold_split_removes_every_cold_interaction_from_train():

@@ -11,10 +11,9 @@ import polars as pl
 import pytest
 
 from pipelines.config import load_config
-from pipelines.fit_ranker import hide_items
 from pipelines.store import Store
-from pipelines.train import run_training, topk_frame
-from pipelines.train_data import TrainInputError, TrainInputs
+from pipelines.train import run_training
+from pipelines.train_data import TrainInputError
 from ranker.splits import SplitError
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -56,36 +55,12 @@ def test_empty_interactions_is_named(tmp_path):
     assert not (tmp_path / "store" / "runs").exists()
 
 
-def test_cutoff_without_test_users_says_what_to_change(tmp_path):
+def test_a_log_too_short_to_split_says_what_to_change(tmp_path):
     _store_with_text(tmp_path / "store", ["a", "b", "c"])
-    cfg = _config(tmp_path, _interactions(30), ["train.split.test_days=60"])
-    with pytest.raises(SplitError, match=r"test_days"):
+    cfg = _config(tmp_path, _interactions(1), ["train.split.min_user_events=5"])
+    with pytest.raises(SplitError, match=r"holds out no event"):
         run_training(cfg)
     assert not (tmp_path / "store" / "latest").exists()
-
-
-def test_hidden_items_lose_their_history_but_keep_their_labels():
-    history = pl.DataFrame({"user_idx": [0, 0, 1, 1, 2], "item_idx": [0, 1, 1, 2, 3]})
-    window = pl.DataFrame({"user_idx": [0, 1, 2], "item_idx": [2, 3, 1]})
-    kept, hidden = hide_items(history, window, share=0.5, seed=0)
-    assert len(hidden) == 2 and set(hidden) <= {1, 2, 3}
-    assert not kept["item_idx"].is_in(hidden.tolist()).any()
-    assert kept.height == history.filter(~pl.col("item_idx").is_in(hidden.tolist())).height
-
-
-def test_topk_frame_flags_fallback_and_tops_up_short_lists():
-    inputs = TrainInputs(item_ids=np.array(["a", "b", "c", "d"], dtype=object),
-                         user_ids=np.array(["u0", "u1"], dtype=object), tables={}, interactions=pl.DataFrame(),
-                         dropped_unknown_items=0)
-    ranked = (np.array([[2, -1, -1]]), np.array([[0.9, -np.inf, -np.inf]], dtype=np.float32))
-    popular = (np.array([[0, 2, 1], [0, 1, 2]]), np.array([[5.0, 4.0, 3.0], [5.0, 4.0, 3.0]], dtype=np.float32))
-    frame = topk_frame(inputs, ranked, np.array([0]), popular, k=3)
-    u0 = frame.filter(pl.col("user_id") == "u0")
-    assert u0["item_id"].to_list() == ["c", "a", "b"]  # the ranker's item, then popular unseen ones, no repeat
-    assert u0["source"].to_list() == ["ranker", "popularity_topup", "popularity_topup"]
-    assert u0["rank"].to_list() == [1, 2, 3]
-    u1 = frame.filter(pl.col("user_id") == "u1")
-    assert u1["source"].unique().to_list() == ["popularity_fallback"] and u1.height == 3
 
 
 def _clustered(tmp_path, n_items=60, n_users=40, days=30):
@@ -107,15 +82,36 @@ def _clustered(tmp_path, n_items=60, n_users=40, days=30):
                         orient="row")
 
 
-def test_search_results_are_saved_with_the_run(tmp_path):
-    cfg = _config(tmp_path, _clustered(tmp_path), ["train.ranker.search=true", "train.ranker.search_budget=2",
-                                                   "train.item_cold.enabled=false", "train.modalities=['text']"])
+@pytest.fixture(scope="module")
+def clustered_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("clustered")
+    cfg = _config(tmp_path, _clustered(tmp_path), ["train.tune.trials=2", "train.modalities=['text']"])
     result = run_training(cfg)
-    run = Path(result["run_dir"])
+    return tmp_path, Path(result["run_dir"])
+
+
+def test_tuning_trials_and_the_published_choice_are_saved_with_the_run(clustered_run):
+    tmp_path, run = clustered_run
     metrics = json.loads((run / "metrics.json").read_text())
-    ranker = metrics["temporal"]["ranker"]
-    assert len(ranker["search"]["trials"]) == 2 and ranker["search"]["best_params"]
-    assert len(ranker["als_search"]["trials"]) == 2
+    tuning = metrics["temporal"]["procedure"]["tuning"]
+    for study in ("ease", "als", "knn", "seq", "ranker"):
+        assert len(tuning[study]["trials"]) == 2, study
+        assert tuning[study]["best_value"] >= tuning[study]["default_value"], study
+    published = json.loads((run / "manifest.json").read_text())["published"]
+    assert published["model"] == metrics["temporal"]["published"]
+    assert published["why"] and published["new_item_scorer"]
     assert Store(tmp_path / "store").latest_run() == run.resolve()
-    table = metrics["temporal"]["table"]
+    assert "published:" in (run / "report.txt").read_text().splitlines()[0]
+
+
+def test_every_table_says_how_many_users_it_rests_on(clustered_run):
+    _, run = clustered_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    temporal = metrics["temporal"]
+    assert temporal["test_users"] >= 30  # a per-user split tests most users, not the few of a last week
+    users = temporal["test_users"]
+    assert all(row["n_users"] == users and row["positives"] > 0 for row in temporal["table"].values())
+    assert temporal["reliability"] == {"users": users, "min_users": 200, "reliable": False}
+    assert f"UNRELIABLE: {users} users < 200" in (run / "report.txt").read_text()
+    table = temporal["table"]
     assert table["full"]["ndcg@10"] > table["popularity"]["ndcg@10"]
