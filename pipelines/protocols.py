@@ -60,8 +60,9 @@ def temporal_protocol(interactions: pl.DataFrame, catalog: Catalog, cfg: TrainCo
            "paired": paired(results, "full", against),
            "reliability": reliability("temporal protocol", len(users), cfg.eval.min_users),
            "procedure": fitted.report, "published": fitted.published}
-    if fitted.published != "ranker":
-        out["paired"].update(paired(results, "published", against))
+    if fitted.published != "ranker":  # the published source against the others (not against itself)
+        same = [name for name, block in BASELINES.items() if block == fitted.published]
+        out["paired"].update(paired(results, "published", [n for n in against if n not in same]))
     out["seconds"] = round(time.perf_counter() - started, 2)
     return out, fitted
 
@@ -89,7 +90,8 @@ def item_cold_protocol(interactions: pl.DataFrame, catalog: Catalog, cfg: TrainC
     return {"cold_items": int(cold.sum()), "test_users": int(len(users)),
             "test_positives": int(sum(r.size for r in relevant)), "new_item_scorer": fitted.new_item_scorer,
             "held_out": {"table": summaries(held, relevant),
-                         "paired": paired(held, "full", [best_content(held), "als_content_map"])},
+                         "paired": paired(held, "full", [name for name in (best_content(held), "als_content_map")
+                                                         if name != _held_out_name(fitted.new_item_scorer)])},
             "all_items": {"table": summaries(every, relevant), "paired": paired(every, "full", ["content", "als"]),
                           "new_item_coverage": _coverage(published.idx, cold, cfg.eval_ks),
                           "exposure_positions": list(cfg.new_items.positions)},
@@ -106,6 +108,11 @@ def _held_out_lists(fitted: Fitted, users: np.ndarray, cold: np.ndarray, k: int)
     out.update({name[4:]: lists for name, lists in result.lists.items()
                 if name.startswith("new/content")})
     return out
+
+
+def _held_out_name(scorer: str) -> str:
+    """The held-out table's name for a new-item scorer (the full model's row repeats it)."""
+    return "als_content_map" if scorer == "als" else scorer
 
 
 def _coverage(lists: np.ndarray, cold: np.ndarray, ks) -> dict:
