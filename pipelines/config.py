@@ -40,19 +40,22 @@ class DataConfig(_Strict):
 
 
 class ModalityConfig(BaseModel):
-    """`extractor` names a registry entry; every other key is a field of that extractor's spec."""
+    """`extractor` names a registry entry (the modality's default when omitted, so one option can be
+    overridden alone); every other key is a field of that extractor's spec."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    extractor: str
+    extractor: str | None = None
 
     def spec_options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
 
+DEFAULT_EXTRACTORS = {"text": "text/hf", "image": "image/timm", "audio": "audio/crepe", "video": "video/frames",
+                      "soundtrack": "soundtrack/crepe"}
+
+
 def _default_extractors() -> dict[str, ModalityConfig]:
-    return {"text": ModalityConfig(extractor="text/hf"), "image": ModalityConfig(extractor="image/timm"),
-            "audio": ModalityConfig(extractor="audio/crepe"), "video": ModalityConfig(extractor="video/frames"),
-            "soundtrack": ModalityConfig(extractor="soundtrack/crepe")}
+    return {modality: ModalityConfig(extractor=name) for modality, name in DEFAULT_EXTRACTORS.items()}
 
 
 class ExtractConfig(_Strict):
@@ -72,11 +75,15 @@ class ExtractConfig(_Strict):
         unknown = sorted(set(value) - set(MODALITIES) - set(OPTIONAL_MODALITIES))
         if unknown:
             raise ValueError(f"unknown modality {unknown}; valid: {list(MODALITIES + OPTIONAL_MODALITIES)}")
-        return {**_default_extractors(), **value}
+        given = {modality: cfg if cfg.extractor else ModalityConfig(extractor=DEFAULT_EXTRACTORS[modality],
+                                                                    **cfg.spec_options())
+                 for modality, cfg in value.items()}
+        return {**_default_extractors(), **given}
 
 
 class StoreConfig(_Strict):
     root: str = "store"
+    keep_runs: int = Field(5, ge=1, description="published runs kept (the one `latest` names is never removed)")
 
 
 class PipelineConfig(_Strict):
