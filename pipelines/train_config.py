@@ -7,9 +7,10 @@ and fallback, and the values found on each run's own validation split are used a
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Modality = Literal["text", "image", "audio", "video", "soundtrack"]
 Mapping = Literal["auto", "binary", "rating", "liked", "log"]
@@ -95,6 +96,22 @@ class RankerConfig(_Strict):
     max_train_users: int = Field(20000, gt=0)
     simulated_new_share: float = Field(0.1, ge=0, lt=1, description="share of established items whose history "
                                        "is hidden in the ranker's training level, so it learns to score new items")
+
+    @model_validator(mode="after")
+    def _params_fit_the_ranker(self) -> RankerConfig:
+        """Unknown ranker arguments fail here, at config time, not in the middle of a night's training."""
+        if not self.params:
+            return self
+        if self.kind == "lgbm":
+            from ranker.lgbm import LGBMRankerModel as ranker_class
+        else:
+            from ranker.mlp import MLPRankerModel as ranker_class
+        accepted = set(inspect.signature(ranker_class.__init__).parameters) - {"self"}
+        unknown = sorted(set(self.params) - accepted)
+        if unknown:
+            raise ValueError(f"train.ranker.params {unknown} are not arguments of the {self.kind} ranker; "
+                             f"valid: {sorted(accepted)}")
+        return self
 
 
 class NewItemsConfig(_Strict):

@@ -26,6 +26,9 @@ def test_overrides_are_typed():
     ("train.fusion.method=magic", r"'train\.fusion\.method': Input should be 'concat', 'weighted' or 'gated'"),
     ("extract.extractors.smell={extractor='x'}", r"unknown modality \['smell'\]"),
     ("nonsense", r"override 'nonsense' is not KEY=VALUE"),
+    ("train.ranker.params={num_leafs=3}", r"\['num_leafs'\] are not arguments of the lgbm ranker; valid: .*'num_leaves'"),
+    ("train.new_items.positions=[0]", r"distinct 1-based positions"),
+    ("train.split.kind=weekly", r"'train\.split\.kind': Input should be 'per_user' or 'global'"),
 ])
 def test_bad_config_is_named(override, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -35,3 +38,10 @@ def test_bad_config_is_named(override, pattern):
 def test_missing_file_says_how_to_fix(tmp_path):
     with pytest.raises(ConfigError, match=r"config file not found\. Fix: pass an existing TOML file"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_one_extractor_option_can_be_overridden_alone():
+    cfg = load_config(overrides=["extract.extractors.image.batch_size=8"])
+    image = cfg.extract.extractors["image"]
+    assert image.extractor == "image/timm" and image.spec_options() == {"batch_size": 8}
+    assert cfg.extract.extractors["text"].extractor == "text/hf"
