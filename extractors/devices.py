@@ -1,14 +1,18 @@
 """Device choice, mixed precision, host-to-device copies and OOM back-off.
 
 The same code runs on CPU and CUDA: on CUDA it adds bf16 (or fp16) autocast,
-pinned memory, non-blocking copies and channels_last for CNNs. Thread counts
-(torch.set_num_threads) are the caller's business and are never set here.
+pinned memory, non-blocking copies and channels_last for CNNs. The precision a
+forward pass really runs in (``effective_precision``) is part of every
+fingerprint, so vectors of a bf16 run never share a folder with fp32 ones.
+Thread counts (torch.set_num_threads) are the caller's business and are never
+set here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -36,12 +40,57 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def effective_precision(device: torch.device, precision: str) -> str:
+    """What a forward pass really computes in: "fp32", "bf16" or "fp16" (part of every fingerprint).
+
+    "auto" is bf16 on CUDA (fp16 where bf16 is unsupported) and fp32 on CPU; "fp32", "bf16" and "fp16" are
+    taken as asked (autocast runs on CPU too).
+    """
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ExtractorConfigError(f"precision={precision!r} is not one of ('auto', 'fp32', 'bf16', 'fp16')")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ExtractorConfigError("precision='bf16' but this GPU does not support bfloat16; use 'fp16' or 'auto'")
+    return precision
+
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (fp16 where bf16 is unsupported); full precision on CPU or precision='fp32'."""
-    if device.type != "cuda" or precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    """The context a forward pass runs in: autocast to bf16/fp16, or full fp32 (TF32 off on CUDA)."""
+    resolved = effective_precision(device, precision)
+    if resolved == "fp32":
+        return full_fp32() if device.type == "cuda" else contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[resolved])
+
+
+_FP32_LOCK = threading.Lock()
+_fp32_state: dict[str, Any] = {"users": 0, "saved": None}
+
+
+@contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """Turn TF32 off for cuDNN convolutions and CUDA matmuls, so that "fp32" means fp32 on a GPU.
+
+    The flags are process-wide: concurrent users (threads running shards) are counted, the first one turns
+    TF32 off and the last one restores the flags as they were.
+    """
+    with _FP32_LOCK:
+        if _fp32_state["users"] == 0:
+            _fp32_state["saved"] = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        _fp32_state["users"] += 1
+    try:
+        yield
+    finally:
+        with _FP32_LOCK:
+            _fp32_state["users"] -= 1
+            if _fp32_state["users"] == 0:
+                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = _fp32_state["saved"]
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device, *, channels_last: bool = False) -> torch.nn.Module:

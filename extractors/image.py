@@ -33,7 +33,16 @@ from extractors.base import (
     sha256_file,
 )
 from extractors.batching import embed_batches, stack_collate
-from extractors.devices import OOMBackoff, autocast, pin_memory, prepare_model, resolve_device, to_device
+from extractors.devices import (
+    OOMBackoff,
+    autocast,
+    effective_precision,
+    pin_memory,
+    prepare_model,
+    resolve_device,
+    to_device,
+)
+from extractors.files import ReadOptions, read_options
 from extractors.media import read_image_rgb
 from extractors.specs import RESIZE_POLICIES, TimmImageSpec
 from extractors.weights import (
@@ -47,9 +56,9 @@ from extractors.weights import (
 logger = logging.getLogger(__name__)
 
 
-def decode_image(path: str, *, transform, min_size: int) -> torch.Tensor:
+def decode_image(path: str, *, transform, min_size: int, reads: ReadOptions) -> torch.Tensor:
     """File -> model input tensor (runs in DataLoader workers)."""
-    return transform(read_image_rgb(path, min_size=min_size))
+    return transform(read_image_rgb(path, min_size=min_size, reads=reads))
 
 
 def transform_frame(frame: np.ndarray, *, transform) -> torch.Tensor:
@@ -65,6 +74,7 @@ class TimmImageExtractor:
 
         self.name, self.spec = name, spec
         self.device = resolve_device(spec.device)
+        self.precision = effective_precision(self.device, spec.precision)
         model, weights_file = _build_timm(spec)
         self.model = prepare_model(model, self.device, channels_last=True)
         self.data_config = {**timm.data.resolve_model_data_config(model), **RESIZE_POLICIES[spec.resize]}
@@ -79,12 +89,15 @@ class TimmImageExtractor:
             name,
             fingerprint_spec,
             weights_sha256=sha256_file(weights_file) if weights_file else "random",
+            precision=self.precision,
             preprocessing={**self.data_config, "jpeg_draft_min_size": self.decode_size, "output": "pre_logits"},
         )
-        logger.info("image/timm %s on %s: dim=%d weights=%s", spec.model, self.device, self.dim, weights_file)
+        logger.info("image/timm %s on %s (%s): dim=%d weights=%s", spec.model, self.device, self.precision, self.dim,
+                    weights_file)
 
-    def embed(self, inputs: Sequence[str]) -> ExtractResult:
-        decode = functools.partial(decode_image, transform=self.transform, min_size=self.decode_size)
+    def embed(self, inputs: Sequence[str], *, root: str | None = None) -> ExtractResult:
+        decode = functools.partial(decode_image, transform=self.transform, min_size=self.decode_size,
+                                   reads=read_options(self.spec, root))
         return embed_batches(inputs, decode, self.embed_tensor, dim=self.dim,
                              batch_size=self.spec.batch_size, num_workers=self.spec.num_workers,
                              collate=stack_collate, pin_memory=pin_memory(self.device))

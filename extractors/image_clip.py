@@ -17,7 +17,16 @@ from PIL import Image
 
 from extractors.base import ExtractorConfigError, ExtractResult, fingerprint
 from extractors.batching import embed_batches, stack_collate
-from extractors.devices import OOMBackoff, autocast, pin_memory, prepare_model, resolve_device, to_device
+from extractors.devices import (
+    OOMBackoff,
+    autocast,
+    effective_precision,
+    pin_memory,
+    prepare_model,
+    resolve_device,
+    to_device,
+)
+from extractors.files import ReadOptions, read_options
 from extractors.media import read_image_rgb
 from extractors.specs import HFClipImageSpec
 from extractors.weights import hf_dir_digest, resolve_hf_dir, seeded
@@ -25,9 +34,9 @@ from extractors.weights import hf_dir_digest, resolve_hf_dir, seeded
 logger = logging.getLogger(__name__)
 
 
-def decode_clip_image(path: str, *, processor, min_size: int) -> torch.Tensor:
+def decode_clip_image(path: str, *, processor, min_size: int, reads: ReadOptions) -> torch.Tensor:
     """File -> CLIP pixel_values (3, H, W) (runs in DataLoader workers)."""
-    image = read_image_rgb(path, min_size=min_size)
+    image = read_image_rgb(path, min_size=min_size, reads=reads)
     return processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
@@ -42,6 +51,7 @@ class ClipImageExtractor:
     def __init__(self, *, name: str, spec: HFClipImageSpec):
         self.name, self.spec = name, spec
         self.device = resolve_device(spec.device)
+        self.precision = effective_precision(self.device, spec.precision)
         model, self.processor, weights_sha = _build_clip(spec)
         self.model = prepare_model(model, self.device)
         self.dim = int(model.config.projection_dim)
@@ -52,12 +62,14 @@ class ClipImageExtractor:
             name,
             spec,
             weights_sha256=weights_sha,
+            precision=self.precision,
             preprocessing={"processor": self.processor.to_dict(), "jpeg_draft_min_size": self.decode_size},
         )
         logger.info("image/hf-clip %s on %s: dim=%d", spec.model, self.device, self.dim)
 
-    def embed(self, inputs: Sequence[str]) -> ExtractResult:
-        decode = functools.partial(decode_clip_image, processor=self.processor, min_size=self.decode_size)
+    def embed(self, inputs: Sequence[str], *, root: str | None = None) -> ExtractResult:
+        decode = functools.partial(decode_clip_image, processor=self.processor, min_size=self.decode_size,
+                                   reads=read_options(self.spec, root))
         return embed_batches(inputs, decode, self.embed_tensor, dim=self.dim,
                              batch_size=self.spec.batch_size, num_workers=self.spec.num_workers,
                              collate=stack_collate, pin_memory=pin_memory(self.device))
@@ -79,7 +91,12 @@ class ClipImageExtractor:
 
 def _build_clip(spec: HFClipImageSpec):
     """(model, image processor, weights digest) from a folder / HF cache, or random from a config."""
-    from transformers import AutoConfig, AutoImageProcessor, CLIPImageProcessor, CLIPVisionModelWithProjection
+    from transformers import (
+        AutoConfig,
+        AutoImageProcessor,
+        CLIPImageProcessor,
+        CLIPVisionModelWithProjection,
+    )
 
     if spec.weights == "random":
         if spec.model != "clip_vision_model":

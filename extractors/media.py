@@ -1,8 +1,11 @@
 """Decoding local media files into arrays. Pure functions, safe in DataLoader workers.
 
-Every function raises ``ItemFailure`` with kind
-- "missing": the path does not exist,
-- "decode": the file exists but cannot be decoded (zero bytes, garbage, truncated),
+Each file is read whole first (extractors.files.read_media_bytes: confinement to the media root,
+retries of transient IO errors) and decoded from memory, so every function raises ``ItemFailure`` with
+kind
+- "missing", "unsupported", "outside_root", "empty" (zero bytes), "transient" or "unreadable" from the
+  read (see extractors.files),
+- "decode": the decoder's verdict on the bytes read whole (garbage, truncated),
 - "unsupported": a readable container without the wanted stream (audio-only video),
 - "empty": a valid file holding no samples or frames.
 
@@ -12,6 +15,7 @@ audio track of videos), never torchaudio.load. Videos are read with decord.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -21,42 +25,47 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from extractors.base import ItemFailure
+from extractors.files import DEFAULT_READS, ReadOptions, read_media_bytes
 
 logger = logging.getLogger(__name__)
 
 SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga"})
 _PIL_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+_MAX_MESSAGE = 300  # decoder messages can quote the bytes they choked on
 
 
-def check_file(path: str | os.PathLike) -> Path:
-    """The path as a Path, or ItemFailure 'missing' / 'decode' (zero bytes) / 'unsupported' (a folder)."""
-    file_path = Path(path)
-    if not file_path.exists():
-        raise ItemFailure("missing", f"{file_path}: no such file")
-    if file_path.is_dir():
-        raise ItemFailure("unsupported", f"{file_path}: is a directory, not a media file")
-    if file_path.stat().st_size == 0:
-        raise ItemFailure("decode", f"{file_path}: zero-byte file")
-    return file_path
+def _buffer(data: bytes, file_path: Path) -> io.BytesIO:
+    """In-memory file named like the original (PyAV/FFmpeg use the name as a format hint)."""
+    buffer = io.BytesIO(data)
+    buffer.name = str(file_path)
+    return buffer
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "..."
 
 
 # ---------------------------------------------------------------------- images
 
 
-def read_image_rgb(path: str | os.PathLike, *, min_size: int | None = None) -> Image.Image:
+def read_image_rgb(
+    path: str | os.PathLike, *, min_size: int | None = None, reads: ReadOptions = DEFAULT_READS
+) -> Image.Image:
     """Decode an image upright (EXIF orientation applied) as 8-bit RGB.
 
     ``min_size``: let JPEG decode at a reduced scale (DCT draft mode) as long as
     both sides stay >= min_size; the model's resize follows anyway.
     """
-    file_path = check_file(path)
+    file_path = Path(path)
+    data = read_media_bytes(file_path, reads)
     try:
-        with Image.open(file_path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             if min_size:
                 image.draft(None, (min_size, min_size))
             upright = ImageOps.exif_transpose(image)  # a loaded copy
     except _PIL_ERRORS as exc:
-        raise ItemFailure("decode", f"{file_path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+        raise ItemFailure("decode", f"{file_path}: cannot decode image ({type(exc).__name__}: {_short(exc)})") from exc
     return to_rgb(upright)
 
 
@@ -102,24 +111,30 @@ def window_starts(duration_s: float, window_s: float, max_windows: int) -> list[
 
 
 def read_audio_windows(
-    path: str | os.PathLike, *, window_s: float, max_windows: int, force_pyav: bool = False
+    path: str | os.PathLike,
+    *,
+    window_s: float,
+    max_windows: int,
+    force_pyav: bool = False,
+    reads: ReadOptions = DEFAULT_READS,
 ) -> tuple[list[np.ndarray], int]:
     """Mono float32 windows of a file at its own sample rate, and that rate."""
-    file_path = check_file(path)
+    file_path = Path(path)
+    data = read_media_bytes(file_path, reads)
     if not force_pyav and file_path.suffix.lower() in SOUNDFILE_SUFFIXES:
         try:
-            return _soundfile_windows(file_path, window_s, max_windows)
+            return _soundfile_windows(data, file_path, window_s, max_windows)
         except ItemFailure:
             raise
         except Exception as exc:  # libsndfile cannot read it (e.g. an odd codec): PyAV may
-            logger.debug("soundfile failed on %s (%s); trying PyAV", file_path, exc)
-    return _pyav_windows(file_path, window_s, max_windows)
+            logger.debug("soundfile failed on %s (%s); trying PyAV", file_path, _short(exc))
+    return _pyav_windows(data, file_path, window_s, max_windows)
 
 
-def _soundfile_windows(file_path: Path, window_s: float, max_windows: int) -> tuple[list[np.ndarray], int]:
+def _soundfile_windows(data: bytes, file_path: Path, window_s: float, max_windows: int) -> tuple[list[np.ndarray], int]:
     import soundfile
 
-    with soundfile.SoundFile(file_path) as audio:
+    with soundfile.SoundFile(io.BytesIO(data)) as audio:
         rate, n_frames = audio.samplerate, audio.frames
         if n_frames <= 0:
             raise ItemFailure("empty", f"{file_path}: audio holds no samples")
@@ -131,13 +146,13 @@ def _soundfile_windows(file_path: Path, window_s: float, max_windows: int) -> tu
     return windows, rate
 
 
-def _pyav_windows(file_path: Path, window_s: float, max_windows: int) -> tuple[list[np.ndarray], int]:
+def _pyav_windows(data: bytes, file_path: Path, window_s: float, max_windows: int) -> tuple[list[np.ndarray], int]:
     import av
 
     try:
-        container = av.open(str(file_path))
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise ItemFailure("decode", f"{file_path}: cannot open media ({exc})") from exc
+        container = av.open(_buffer(data, file_path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ItemFailure("decode", f"{file_path}: cannot open media ({_short(exc)})") from exc
     with container:
         if not container.streams.audio:
             raise ItemFailure("unsupported", f"{file_path}: has no audio stream")
@@ -145,7 +160,7 @@ def _pyav_windows(file_path: Path, window_s: float, max_windows: int) -> tuple[l
         try:
             return _pyav_read(container, stream, file_path, window_s, max_windows)
         except av.FFmpegError as exc:
-            raise ItemFailure("decode", f"{file_path}: cannot decode audio ({exc})") from exc
+            raise ItemFailure("decode", f"{file_path}: cannot decode audio ({_short(exc)})") from exc
 
 
 def _pyav_read(container, stream, file_path: Path, window_s: float, max_windows: int):
@@ -238,15 +253,14 @@ def sample_frame_indices(frame_starts_s: np.ndarray, num_frames: int) -> np.ndar
     return np.clip(indices, 0, len(starts) - 1).astype(np.int64)
 
 
-def probe_video_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) of the first video stream, read from the container header with PyAV."""
+def probe_video_size(data: bytes, file_path: Path) -> tuple[int, int]:
+    """(width, height) of the first video stream of a file's bytes, read from the container header with PyAV."""
     import av
 
-    file_path = check_file(path)
     try:
-        container = av.open(str(file_path))
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise ItemFailure("decode", f"{file_path}: cannot open video ({exc})") from exc
+        container = av.open(_buffer(data, file_path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ItemFailure("decode", f"{file_path}: cannot open video ({_short(exc)})") from exc
     with container:
         if not container.streams.video:
             raise ItemFailure("unsupported", f"{file_path}: has no video stream")
@@ -256,23 +270,30 @@ def probe_video_size(path: str | os.PathLike) -> tuple[int, int]:
         return context.width, context.height
 
 
-def read_video_frames(path: str | os.PathLike, *, num_frames: int, short_side: int) -> np.ndarray:
+def read_video_frames(
+    path: str | os.PathLike, *, num_frames: int, short_side: int, reads: ReadOptions = DEFAULT_READS
+) -> np.ndarray:
     """``num_frames`` RGB frames (K, H, W, 3) uint8, resized at decode so the short side is <= short_side."""
     import decord
 
-    width, height = probe_video_size(path)
+    file_path = Path(path)
+    data = read_media_bytes(file_path, reads)
+    width, height = probe_video_size(data, file_path)
     scale = min(1.0, short_side / min(width, height))
     try:
         reader = decord.VideoReader(
-            str(path), width=max(1, round(width * scale)), height=max(1, round(height * scale)), num_threads=1
+            io.BytesIO(data), width=max(1, round(width * scale)), height=max(1, round(height * scale)),
+            num_threads=1,
         )
         n_frames = len(reader)
         if n_frames == 0:
-            raise ItemFailure("empty", f"{path}: video holds no frames")
+            raise ItemFailure("empty", f"{file_path}: video holds no frames")
         frame_starts_s = reader.get_frame_timestamp(range(n_frames))[:, 0]
         indices = sample_frame_indices(frame_starts_s, num_frames)
         return reader.get_batch(indices.tolist()).asnumpy()
     except ItemFailure:
         raise
+    except AssertionError as exc:  # decord asserts a positive frame count
+        raise ItemFailure("empty", f"{file_path}: video holds no frames ({_short(exc)})") from exc
     except (decord.DECORDError, RuntimeError, IndexError) as exc:
-        raise ItemFailure("decode", f"{path}: cannot decode video frames ({exc})") from exc
+        raise ItemFailure("decode", f"{file_path}: cannot decode video frames ({_short(exc)})") from exc

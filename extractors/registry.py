@@ -10,8 +10,11 @@ module is imported until ``create``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import logging
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +107,7 @@ def spec_from_dict(name: str, mapping: Mapping[str, Any]) -> Any:
         raise ExtractorConfigError(
             f"unknown option(s) {unknown} for extractor {name!r}; valid options: {valid}"
         )
+    check_option_types(name, entry.spec_cls, mapping)
     values = dict(mapping)
     for spec_field, name_field in entry.nested.items():
         if isinstance(values.get(spec_field), Mapping):
@@ -113,6 +117,46 @@ def spec_from_dict(name: str, mapping: Mapping[str, Any]) -> Any:
         return entry.spec_cls(**values)
     except TypeError as exc:
         raise ExtractorConfigError(f"invalid options for extractor {name!r}: {exc}") from exc
+
+
+@functools.cache
+def _field_types(spec_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(spec_cls)
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` fits a spec field's annotation (bool, int, float, str, ``X | None``; Any fits all)."""
+    if annotation is Any:
+        return True
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return any(_accepts(arm, value) for arm in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation) if isinstance(annotation, type) else True
+
+
+def check_option_types(name: str, spec_cls: type, options: Mapping[str, Any]) -> None:
+    """Each option's value against its spec field's type, so `--set ...normalize=yes` fails before any run."""
+    hints = _field_types(spec_cls)
+    for key, value in options.items():
+        if key in hints and not _accepts(hints[key], value):
+            expected = getattr(hints[key], "__name__", str(hints[key]))
+            raise ExtractorConfigError(
+                f"option {key}={value!r} for extractor {name!r} must be {expected}, got {type(value).__name__}; "
+                f"write it as a TOML {expected} (e.g. {key}={_example(hints[key])})"
+            )
+
+
+def _example(annotation: Any) -> str:
+    examples = {bool: "true", int: "2", float: "0.5", str: "'text'"}
+    if annotation in examples:
+        return examples[annotation]
+    arms = [arm for arm in typing.get_args(annotation) if arm is not type(None)]
+    return examples.get(arms[0], "...") if arms else "..."
 
 
 def _field_default(spec_cls: type, field_name: str) -> Any:
@@ -135,6 +179,7 @@ def create(name: str, spec: Any = None, **overrides: Any) -> Any:
         unknown = sorted(set(overrides) - valid)
         if unknown:
             raise ExtractorConfigError(f"unknown option(s) {unknown} for extractor {name!r}; valid: {sorted(valid)}")
+        check_option_types(name, entry.spec_cls, overrides)
         spec = dataclasses.replace(spec, **overrides)
     factory = entry.factory
     if isinstance(factory, str):

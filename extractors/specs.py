@@ -13,11 +13,17 @@ tables without loading torch models. Conventions shared by every spec:
   ``"clip_vision_model"``) instead of a folder; ``config_overrides`` then
   shrinks it.
 - ``batch_size``, ``device``, ``num_workers`` are runtime knobs: they never
-  change the vectors and are left out of the fingerprint.
+  change the vectors and are left out of the fingerprint. So are
+  ``read_retries`` and ``read_backoff_s`` of media extractors: how often a
+  transient IO error (NFS hiccup, timeout) is retried in the call, waiting
+  backoff_s, 2*backoff_s, ... in between, before the item is reported
+  "transient" (and retried on the next run).
 - ``normalize``: L2-normalise each output vector.
 - ``precision``: ``"auto"`` runs bf16/fp16 autocast on CUDA (full precision on
-  CPU); ``"fp32"`` keeps full precision everywhere (e.g. to reproduce
-  sentence-transformers to 1e-5 on a GPU). Part of the fingerprint.
+  CPU); ``"fp32"`` keeps full precision everywhere, TF32 off (e.g. to reproduce
+  sentence-transformers to 1e-5 on a GPU); ``"bf16"`` / ``"fp16"`` autocast on
+  any device. The *effective* precision is part of the fingerprint, so a
+  reduced-precision run writes its own folder.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any
 from extractors.base import ExtractorConfigError
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-PRECISIONS = ("auto", "fp32")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _freeze_mapping(value: Any, field_name: str) -> tuple[tuple[str, Any], ...]:
@@ -58,6 +64,12 @@ class _SpecChecks:
         precision = getattr(self, "precision", "auto")
         if precision not in PRECISIONS:
             raise ExtractorConfigError(f"precision={precision!r} is not one of {PRECISIONS}")
+        retries = getattr(self, "read_retries", 0)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ExtractorConfigError(f"read_retries={retries!r} must be an integer >= 0 (0: report at once)")
+        backoff = getattr(self, "read_backoff_s", 0.0)
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or not 0 <= backoff <= 60:
+            raise ExtractorConfigError(f"read_backoff_s={backoff!r} must be a number of seconds in [0, 60]")
         if hasattr(self, "config_overrides"):
             object.__setattr__(self, "config_overrides", _freeze_mapping(self.config_overrides, "config_overrides"))
 
@@ -99,6 +111,8 @@ class TimmImageSpec(_SpecChecks):
     batch_size: int = 32
     device: str = "auto"
     num_workers: int = 2
+    read_retries: int = 3
+    read_backoff_s: float = 0.5
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -125,6 +139,8 @@ class HFClipImageSpec(_SpecChecks):
     batch_size: int = 32
     device: str = "auto"
     num_workers: int = 2
+    read_retries: int = 3
+    read_backoff_s: float = 0.5
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -146,6 +162,8 @@ class CrepeAudioSpec(_SpecChecks):
     batch_size: int = 8  # clips per batch
     device: str = "auto"
     num_workers: int = 2
+    read_retries: int = 3
+    read_backoff_s: float = 0.5
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -172,6 +190,8 @@ class HFAudioSpec(_SpecChecks):
     batch_size: int = 8
     device: str = "auto"
     num_workers: int = 2
+    read_retries: int = 3
+    read_backoff_s: float = 0.5
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -191,6 +211,8 @@ class VideoFramesSpec(_SpecChecks):
     batch_size: int = 4  # clips per batch
     device: str = "auto"
     num_workers: int = 2
+    read_retries: int = 3
+    read_backoff_s: float = 0.5
 
     def __post_init__(self) -> None:
         self._check_common()

@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from extractors.base import ExtractResult, ItemError, assemble_result, fingerprint
-from extractors.devices import OOMBackoff, autocast, prepare_model, resolve_device, to_device
+from extractors.devices import (
+    OOMBackoff,
+    autocast,
+    effective_precision,
+    prepare_model,
+    resolve_device,
+    to_device,
+)
 from extractors.specs import HFTextSpec
 from extractors.weights import hf_dir_digest, resolve_hf_dir, seeded
 
@@ -44,6 +51,7 @@ class HFTextExtractor:
 
         self.name, self.spec = name, spec
         self.device = resolve_device(spec.device)
+        self.precision = effective_precision(self.device, spec.precision)
         model_dir = resolve_hf_dir(spec.model)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         model = _build_model(model_dir, spec)
@@ -55,6 +63,7 @@ class HFTextExtractor:
             name,
             spec,
             weights_sha256=hf_dir_digest(model_dir),
+            precision=self.precision,
             preprocessing={
                 "normalize_text": "nfkc+whitespace",
                 "max_length": self.max_length,
@@ -64,7 +73,8 @@ class HFTextExtractor:
         )
         logger.info("text/hf %s on %s: dim=%d max_length=%d", spec.model, self.device, self.dim, self.max_length)
 
-    def embed(self, inputs: Sequence[str]) -> ExtractResult:
+    def embed(self, inputs: Sequence[str], *, root: str | None = None) -> ExtractResult:
+        """``root`` is accepted for the common protocol and unused: texts are not files."""
         texts, errors = _clean_texts(inputs)
         rows: dict[int, np.ndarray] = {}
         good_idx = [item_idx for item_idx, text in enumerate(texts) if text is not None]

@@ -21,15 +21,18 @@ import torch
 from extractors.base import ExtractorConfigError, ExtractResult, fingerprint, l2_normalize
 from extractors.batching import embed_batches, stack_collate
 from extractors.devices import pin_memory
+from extractors.files import ReadOptions, read_options
 from extractors.media import read_video_frames
 from extractors.specs import VideoFramesSpec
 
 logger = logging.getLogger(__name__)
 
 
-def decode_video(path: str, *, num_frames: int, short_side: int, frame_transform: Callable) -> torch.Tensor:
+def decode_video(
+    path: str, *, num_frames: int, short_side: int, frame_transform: Callable, reads: ReadOptions
+) -> torch.Tensor:
     """File -> (K, 3, H, W) image-model inputs (runs in DataLoader workers)."""
-    frames = read_video_frames(path, num_frames=num_frames, short_side=short_side)
+    frames = read_video_frames(path, num_frames=num_frames, short_side=short_side, reads=reads)
     return torch.stack([frame_transform(frame) for frame in frames])
 
 
@@ -45,28 +48,32 @@ class VideoFramesExtractor:
         # Video decoding has its own workers; the image model follows the video's device.
         image_spec = dataclasses.replace(image_spec, device=spec.device, num_workers=0)
         self.image = registry.create(spec.image_extractor, spec=image_spec)
-        if not all(hasattr(self.image, attr) for attr in ("frame_transform", "embed_tensor", "decode_size")):
+        needed = ("frame_transform", "embed_tensor", "decode_size", "precision")
+        if not all(hasattr(self.image, attr) for attr in needed):
             raise ExtractorConfigError(
                 f"image_extractor={spec.image_extractor!r} cannot embed video frames; use 'image/timm' or 'image/hf-clip'"
             )
         self.name = name
         self.spec = dataclasses.replace(spec, image=image_spec)
         self.device = self.image.device
+        self.precision = self.image.precision  # frames run through the image model
         self.dim = self.image.dim * (2 if spec.pooling == "mean_max" else 1)
         self.fingerprint = fingerprint(
             name,
             self.spec,
             weights_sha256=self.image.fingerprint,
+            precision=self.precision,
             preprocessing={"sampling": "uniform_time", "decode_short_side": self.image.decode_size},
         )
         logger.info("video/frames over %s on %s: dim=%d", spec.image_extractor, self.device, self.dim)
 
-    def embed(self, inputs: Sequence[str]) -> ExtractResult:
+    def embed(self, inputs: Sequence[str], *, root: str | None = None) -> ExtractResult:
         decode = functools.partial(
             decode_video,
             num_frames=self.spec.num_frames,
             short_side=self.image.decode_size,
             frame_transform=self.image.frame_transform,
+            reads=read_options(self.spec, root),
         )
         return embed_batches(inputs, decode, self._embed_clips, dim=self.dim,
                              batch_size=self.spec.batch_size, num_workers=self.spec.num_workers,

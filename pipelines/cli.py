@@ -1,23 +1,34 @@
-"""`python -m pipelines <command>`: validate, extractors, demo-data, extract, train.
+"""`python -m pipelines <command>`: validate, extractors, demo-data, extract, train, nightly, serve.
 
-Exit codes: 0 success, 2 invalid input or configuration (nothing written), 1 any other failure.
+Exit codes: 0 success (and `serve` stopped by SIGINT or SIGTERM), 1 an unexpected failure, 2 invalid
+configuration or input, or no usable Prefect server (nothing written), 3 the store is locked by another
+extract or train (nothing written; retry when it has finished), 130 interrupted (Ctrl-C) during a run.
+
+`extract`, `train` and `nightly` check the configuration, the input files and the store lock before any
+Prefect server starts, so that these errors come back in seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
 import sys
+from pathlib import Path
 
-from pipelines.config import ConfigError, load_config
-from pipelines.contracts import InvalidInputError, validate_inputs
+from pipelines.config import ConfigError, PipelineConfig, load_config
+from pipelines.contracts import InvalidInputError, validate_catalog, validate_inputs
 from pipelines.parquet_io import InputFileError
-from pipelines.store import StoreError
+from pipelines.prefect_server import PrefectAPIError
+from pipelines.store import Store, StoreError, StoreLocked
 from pipelines.train_data import TrainInputError
 from ranker.splits import SplitError
 
 log = logging.getLogger("pipelines")
+EXIT_OK, EXIT_FAILURE, EXIT_INVALID, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+INVALID = (ConfigError, InvalidInputError, InputFileError, TrainInputError, SplitError, PrefectAPIError)
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the nightly deployment on a cron schedule (runs until stopped)")
     _add_config_args(serve)
     serve.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: %(default)s)")
+    serve.add_argument("--timezone", help="IANA zone the cron is read in, e.g. Europe/Paris (default: UTC)")
     serve.add_argument("--name", default="mmrec-nightly")
     return parser
 
@@ -86,11 +98,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preflight(command: str, cfg: PipelineConfig) -> None:
+    """What can fail in seconds, checked before a Prefect server starts: the extractor options, the input files
+    (the catalog for extract; both files for train and nightly), the embeddings train needs, the store lock."""
+    data, store = cfg.data, Store(Path(cfg.store.root))
+    if command == "train" and not any(store.current_path(m).exists() for m in cfg.train.modalities):
+        raise TrainInputError(f"no current embeddings in {store.root} for {list(cfg.train.modalities)}. "
+                              "Fix: run `make extract` (same CONFIG) first.")
+    if command in ("extract", "nightly"):
+        from pipelines.extract import extractor_ref
+
+        for modality in cfg.extract.modalities:
+            extractor_ref(cfg, modality)
+        if data.demo:
+            from pipelines.demo_setup import ensure_demo_for
+
+            ensure_demo_for(cfg)
+    if command == "extract":
+        validate_catalog(data.catalog, media_root=data.media_root, text_columns=data.text_columns)[0].raise_if_errors()
+    else:
+        report = validate_inputs(data.catalog, data.interactions, media_root=data.media_root,
+                                 text_columns=data.text_columns)
+        if report.counts.get("interaction_rows") == 0:  # the same words as train itself
+            raise TrainInputError(f"{data.interactions}: the interactions file is empty. Fix: check that the "
+                                  "night's export ran; nothing can be trained without interactions.")
+        report.raise_if_errors()
+    with store.lock(f"{command} pre-flight check"):
+        pass  # released at once: the run takes it again; this only fails fast when another run holds it
+
+
+def _prefect_api(args: argparse.Namespace):
+    """The Prefect API for a flow run: PREFECT_API_URL, or a temporary server that dies with this process."""
+    if getattr(args, "engine", "prefect") == "local" and args.command != "nightly":
+        return contextlib.nullcontext()
+    from pipelines.prefect_server import prefect_api
+
+    return prefect_api()
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from pipelines.extract import extract_flow, format_line, run_extraction
 
     cfg = load_config(args.config, args.overrides)
-    report = extract_flow(cfg) if args.engine == "prefect" else run_extraction(cfg)
+    _preflight("extract", cfg)
+    with _prefect_api(args):
+        report = extract_flow(cfg) if args.engine == "prefect" else run_extraction(cfg)
     print("\nextraction summary")
     for summary in report["modalities"]:
         print("  " + format_line(summary))
@@ -102,7 +154,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipelines.train import run_training, train_flow
 
     cfg = load_config(args.config, args.overrides)
-    result = train_flow(cfg) if args.engine == "prefect" else run_training(cfg)
+    _preflight("train", cfg)
+    with _prefect_api(args):
+        result = train_flow(cfg) if args.engine == "prefect" else run_training(cfg)
     print(json.dumps({"run": result["run_dir"], "wall_s": result["wall_s"]}))
     return 0
 
@@ -110,17 +164,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_nightly(args: argparse.Namespace) -> int:
     from pipelines.nightly import nightly_flow
 
-    print(json.dumps(nightly_flow(args.config, args.overrides)))
+    _preflight("nightly", load_config(args.config, args.overrides))
+    with _prefect_api(args):
+        print(json.dumps(nightly_flow(args.config, args.overrides)))
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from prefect import serve
-
+    """Serve the nightly deployment against a real Prefect server until SIGINT or SIGTERM (then exit 0)."""
     from pipelines.nightly import nightly_deployment
+    from pipelines.prefect_server import require_scheduling_server, serve_until_stopped
 
-    serve(nightly_deployment(args.config, args.overrides, cron=args.cron, name=args.name))
-    return 0
+    deployment = nightly_deployment(args.config, args.overrides, cron=args.cron, name=args.name,
+                                    timezone=args.timezone)
+    api_url = require_scheduling_server()
+    log.info("serving %s (cron %r, %s) against %s", args.name, args.cron, args.timezone or "UTC", api_url)
+    stopped_by = serve_until_stopped(deployment)
+    log.info("serve stopped (%s)", stopped_by)
+    return EXIT_OK
 
 
 COMMANDS = {"validate": cmd_validate, "extractors": cmd_extractors, "demo-data": cmd_demo,
@@ -134,12 +195,26 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, InvalidInputError, InputFileError, TrainInputError, SplitError) as exc:
+    except INVALID as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_LOCKED if is_lock_conflict(exc) else EXIT_FAILURE
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"error: {exc.strerror}", file=sys.stderr)  # the write wrapper's message names the file and the fix
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): nothing half-written is visible; a rerun resumes where this one stopped",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def is_lock_conflict(exc: StoreError) -> bool:
+    """Another extract or train holds the store."""
+    return isinstance(exc, StoreLocked)
 
 
 if __name__ == "__main__":

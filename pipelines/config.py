@@ -78,6 +78,14 @@ class ExtractConfig(_Strict):
         given = {modality: cfg if cfg.extractor else ModalityConfig(extractor=DEFAULT_EXTRACTORS[modality],
                                                                     **cfg.spec_options())
                  for modality, cfg in value.items()}
+        from extractors import registry  # a wrong option fails when the config loads, not at 2 a.m.
+        from extractors.base import ExtractorError
+
+        for modality, options in given.items():
+            try:
+                registry.spec_from_dict(options.extractor, options.spec_options())
+            except ExtractorError as exc:
+                raise ValueError(f"extract.extractors.{modality}: {exc}") from exc
         return {**_default_extractors(), **given}
 
 

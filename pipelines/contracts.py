@@ -2,7 +2,8 @@
 
 catalog:       item_id (string, unique, non-empty), the configured text columns (string), optional media
                references image / audio / video (string, relative to the media root; null = no such media),
-               optional updated_at (timestamp).
+               optional updated_at (timestamp). A media reference must resolve, symlinks followed, inside
+               the resolved media root; without a media root only absolute references are accepted.
 interactions:  user_id (string), item_id (string), ts (timestamp, or an ISO-8601 string), optional weight
                (float), optional event (string).
 
@@ -13,9 +14,9 @@ recommendations. Those rows are dropped at training time and counted in the run'
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import polars as pl
 import pyarrow as pa
@@ -113,30 +114,60 @@ def _check_ids(file: str, frame: pl.DataFrame, column: str, report: ValidationRe
                                      _examples(frame, bad, [column])))
 
 
-def _escapes_root(ref: str, media_root: Path | None) -> bool:
+def _uri_escapes(ref: str, media_root: Path | None) -> bool:
+    return media_root is None or not ref.startswith(str(media_root)) or ".." in PurePosixPath(ref).parts
+
+
+def _media_target(ref: str, media_root: Path | None) -> str | None:
+    """Where a local reference really points (symlinks followed); None for a URI or a relative reference
+    without a media root (those cannot be resolved)."""
     if "://" in ref:
-        return media_root is None or not ref.startswith(str(media_root))
-    path = PurePosixPath(ref)
-    if ".." in path.parts:
-        return True
-    if path.is_absolute():
-        if media_root is None:
-            return True
-        try:
-            Path(ref).resolve().relative_to(media_root.resolve())
-        except ValueError:
-            return True
-    return False
+        return None
+    if PurePosixPath(ref).is_absolute():
+        return os.path.realpath(ref)
+    return None if media_root is None else os.path.realpath(media_root / ref)
 
 
-def _check_media(file: str, frame: pl.DataFrame, column: str, media_root: Path | None, report: ValidationReport) -> None:
-    refs = frame[column]
-    escapes = pl.Series([ref is not None and _escapes_root(ref, media_root) for ref in refs.to_list()], dtype=pl.Boolean)
+def _media_refusals(refs: list[str | None], media_root: Path | None) -> tuple[list[bool], list[bool], list[str | None]]:
+    """Per reference: escapes the media root (resolved), relative without a media root, and its target."""
+    real_root = os.path.realpath(media_root) if media_root is not None else None
+    escapes, relative, targets = [], [], []
+    for ref in refs:
+        target = None if ref is None else _media_target(ref, media_root)
+        targets.append(target)
+        if ref is None:
+            escapes.append(False)
+            relative.append(False)
+        elif "://" in ref:
+            escapes.append(_uri_escapes(ref, media_root))
+            relative.append(False)
+        else:
+            relative.append(target is None)
+            escapes.append(target is not None and real_root is not None
+                           and os.path.commonpath([target, real_root]) != real_root)
+    return escapes, relative, targets
+
+
+def _check_media(file: str, frame: pl.DataFrame, column: str, media_root: Path | None,
+                 report: ValidationReport) -> None:
+    escapes, relative, targets = _media_refusals(frame[column].to_list(), media_root)
+    shown = frame.with_columns(pl.Series("resolves_to", targets, dtype=pl.String))
+    escapes, relative = pl.Series(escapes, dtype=pl.Boolean), pl.Series(relative, dtype=pl.Boolean)
     if escapes.any():
+        root = f"{media_root} (resolved: {os.path.realpath(media_root)})" if media_root is not None else "(none set)"
         report.errors.append(Problem(file, column, "inside media root",
-                                     f"{int(escapes.sum())} reference(s) escape the media root {media_root}",
-                                     "use paths relative to the media root, without '..'",
-                                     _examples(frame, escapes, ["item_id", column])))
+                                     f"{int(escapes.sum())} reference(s) escape the media root {root} once "
+                                     "resolved (symlinks followed)",
+                                     "use paths relative to the media root, without '..', and no symlink that "
+                                     "points out of it (copy the file in instead)",
+                                     _examples(shown, escapes, ["item_id", column, "resolves_to"])))
+    if relative.any():
+        report.errors.append(Problem(file, column, "absolute without media root",
+                                     f"{int(relative.sum())} reference(s) are relative but no media root is set "
+                                     "(they would resolve against the working directory)",
+                                     "set data.media_root (validate: --media-root) to the folder they are relative "
+                                     "to, or write absolute paths",
+                                     _examples(frame, relative, ["item_id", column])))
 
 
 def validate_catalog(path: str, *, media_root: str | Path | None = None,

@@ -7,7 +7,6 @@ the current view only once every shard of that modality succeeded.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,7 +24,6 @@ from pipelines.config import ConfigError, PipelineConfig
 from pipelines.contracts import validate_catalog
 from pipelines.extract_shard import ExtractorRef, ShardJob, get_extractor, is_transient, run_shard
 from pipelines.inputs import modality_inputs
-from pipelines.parquet_io import write_text_atomic
 from pipelines.runners import make_task_runner
 from pipelines.store import Store, utc_now
 
@@ -67,16 +65,18 @@ def plan_modality(cfg: PipelineConfig, catalog: pl.DataFrame, modality: str, sto
     """Current inputs of this modality and the shards still to embed."""
     ref = extractor_ref(cfg, modality)
     extractor = get_extractor(ref)
+    media_root = _resolved(cfg.data.media_root)
     current = modality_inputs(catalog, modality, text_columns=cfg.data.text_columns,
-                              media_root=_resolved(cfg.data.media_root), hash_workers=cfg.extract.hash_workers)
+                              media_root=media_root, hash_workers=cfg.extract.hash_workers)
     stored = store.stored_keys(modality, extractor.fingerprint)
     todo = current.join(stored, on=["item_id", "content_hash"], how="anti")
-    errors = store.scan_errors(modality, extractor.fingerprint)
-    known_failed = 0 if errors is None else current.join(
-        errors.select("item_id", "content_hash").unique().collect(), on=["item_id", "content_hash"], how="semi").height
+    failed = store.scan_failed_keys(modality, extractor.fingerprint)  # transient failures are tried again
+    known_failed = 0 if failed is None else current.join(
+        failed.unique().collect(), on=["item_id", "content_hash"], how="semi").height
     size = cfg.extract.shard_size
     jobs = [ShardJob(str(store.root.resolve()), modality, ref, extractor.fingerprint,
-                     tuple(chunk["item_id"]), tuple(chunk["input"]), tuple(chunk["content_hash"]))
+                     tuple(chunk["item_id"]), tuple(chunk["input"]), tuple(chunk["content_hash"]),
+                     media_root=media_root)  # checked again when each file is read
             for chunk in todo.iter_slices(size)]
     return extractor, current, jobs, known_failed
 
@@ -103,10 +103,21 @@ def extract_modality(cfg: PipelineConfig, catalog: pl.DataFrame, modality: str, 
                 summary["failed"][kind] = summary["failed"].get(kind, 0) + count
             bar.update(result["n"])
     store.write_current(modality, extractor.fingerprint, current)
+    compact(store, modality, extractor.fingerprint, current)
     summary["wall_s"] = round(time.perf_counter() - started, 2)
     if todo:
         summary["items_per_s"] = round(todo / max(summary["wall_s"], 1e-9), 2)
     return summary
+
+
+def compact(store: Store, modality: str, fingerprint: str, current: pl.DataFrame) -> None:
+    """Housekeeping after the current view is published: a failure (a full disk) is logged, not fatal, since
+    the parts it would replace are intact and the next run tries again."""
+    try:
+        store.compact(modality, fingerprint, current)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        log.warning("compaction of %s parts (%s) skipped: %s. Fix: free disk space under %s; the next extract "
+                    "compacts again.", modality, fingerprint, exc, store.root)
 
 
 def local_map(jobs: list[ShardJob]) -> Iterator[dict[str, Any]]:
@@ -127,9 +138,9 @@ def run_extraction(cfg: PipelineConfig, map_shards: MapShards = local_map) -> di
             summary = extract_modality(cfg, catalog, modality, store, map_shards)
             log.info("%s", format_line(summary))
             modalities.append(summary)
-    report = {"finished_at": utc_now().isoformat(), "catalog": cfg.data.catalog, "catalog_items": catalog.height,
-              "wall_s": round(time.perf_counter() - started, 2), "modalities": modalities}
-    write_text_atomic(json.dumps(report, indent=2), store.summary_path)
+        report = {"finished_at": utc_now().isoformat(), "catalog": cfg.data.catalog, "catalog_items": catalog.height,
+                  "wall_s": round(time.perf_counter() - started, 2), "modalities": modalities}
+        store.write_summary(report)
     return report
 
 

@@ -118,7 +118,18 @@ def _train_and_publish(cfg: PipelineConfig, store: Store) -> dict:
         shutil.rmtree(run, ignore_errors=True)  # a failed run leaves no half folder; `latest` is untouched
         raise
     log.info("published %s in %.1fs", final, timings["total_s"])
+    prune_runs(store, cfg.store.keep_runs)
     return {"run_dir": str(final), "wall_s": timings["total_s"], "metrics": metrics}
+
+
+def prune_runs(store: Store, keep: int) -> None:
+    """Retention once the new run is published; a failure (a full or read-only disk) is logged, not fatal: the
+    run is already behind `latest`, and the next run prunes again."""
+    try:
+        store.prune_runs(keep)
+    except OSError as exc:
+        log.warning("retention (store.keep_runs=%d) skipped: %s. Fix: check the permissions and space of %s; the "
+                    "next train prunes again.", keep, exc, store.runs_dir)
 
 
 def _manifest(cfg: PipelineConfig, inputs: TrainInputs, timings: dict, metrics: dict) -> dict:

@@ -20,7 +20,7 @@ from tests.extract_helpers import config_for, make_demo, overrides_for
 
 pytestmark = pytest.mark.slow
 MODALITIES = ("text", "image", "audio", "video")
-ERROR_KIND = {"truncated_jpeg": "decode", "missing_file": "missing", "empty_wav": "decode",
+ERROR_KIND = {"truncated_jpeg": "decode", "missing_file": "missing", "empty_wav": "empty",
               "corrupt_wav_header": "decode", "garbage_mp4": "decode"}
 
 

@@ -6,9 +6,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-from extractors import registry
-from extractors.base import ERROR_KINDS, Extractor, ExtractResult
 from extractor_fixtures import (
     smooth_rgb,
     write_audio_only_m4a,
@@ -17,6 +14,9 @@ from extractor_fixtures import (
     write_tone,
     write_video,
 )
+
+from extractors import registry
+from extractors.base import ERROR_KINDS, Extractor, ExtractResult
 
 NAMES = registry.names()
 
@@ -42,7 +42,8 @@ def media(tmp_path_factory):
 
     def bad_files(suffix):
         broken = write_broken(root, suffix)
-        return {"missing": str(broken["missing"]), "decode": [str(broken["zero"]), str(broken["garbage"])]}
+        # a zero-byte file is "empty" (nothing to decode), garbage bytes read whole are "decode"
+        return {"missing": str(broken["missing"]), "empty": str(broken["zero"]), "decode": str(broken["garbage"])}
 
     return {
         "text": (texts, {"empty": ["", "  \t\n "]}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -68,23 +69,27 @@ def test_resolve_device_auto_and_invalid_names():
 
 def test_fingerprint_ignores_runtime_knobs_and_tracks_what_changes_outputs(monkeypatch):
     spec = specs.TimmImageSpec(model="test_efficientnet", weights="random")
-    reference = fingerprint("image/timm", spec, weights_sha256="a" * 64, preprocessing={"size": 160})
-    runtime = dataclasses.replace(spec, batch_size=1, device="cpu", num_workers=7)
-    assert fingerprint("image/timm", runtime, weights_sha256="a" * 64, preprocessing={"size": 160}) == reference
-    assert "batch_size" not in spec_params(spec) and "num_workers" not in spec_params(spec)
+    fp = functools.partial(fingerprint, weights_sha256="a" * 64, precision="fp32", preprocessing={"size": 160})
+    reference = fp("image/timm", spec)
+    runtime = dataclasses.replace(spec, batch_size=1, device="cpu", num_workers=7, read_retries=0, read_backoff_s=2.0,
+                                  precision="fp32")  # "auto" on CPU and "fp32" both run fp32: one folder
+    assert fp("image/timm", runtime) == reference
+    assert not {"batch_size", "num_workers", "precision", "read_retries"} & set(spec_params(spec))
     changed = [
-        fingerprint("image/timm", dataclasses.replace(spec, model="test_resnet"), weights_sha256="a" * 64,
-                    preprocessing={"size": 160}),
-        fingerprint("image/timm", spec, weights_sha256="b" * 64, preprocessing={"size": 160}),
-        fingerprint("image/timm", spec, weights_sha256="a" * 64, preprocessing={"size": 224}),
-        fingerprint("image/clip", spec, weights_sha256="a" * 64, preprocessing={"size": 160}),
-        fingerprint("image/timm", dataclasses.replace(spec, normalize=False), weights_sha256="a" * 64,
-                    preprocessing={"size": 160}),
+        fp("image/timm", dataclasses.replace(spec, model="test_resnet")),
+        fingerprint("image/timm", spec, weights_sha256="b" * 64, precision="fp32", preprocessing={"size": 160}),
+        fingerprint("image/timm", spec, weights_sha256="a" * 64, precision="fp32", preprocessing={"size": 224}),
+        fp("image/clip", spec),
+        fp("image/timm", dataclasses.replace(spec, normalize=False)),
+        fingerprint("image/timm", spec, weights_sha256="a" * 64, precision="bf16", preprocessing={"size": 160}),
+        fingerprint("image/timm", spec, weights_sha256="a" * 64, precision="fp16", preprocessing={"size": 160}),
     ]  # fmt: skip
     monkeypatch.setattr(base, "EXTRACTOR_VERSION", "999")
-    changed.append(fingerprint("image/timm", spec, weights_sha256="a" * 64, preprocessing={"size": 160}))
+    changed.append(fp("image/timm", spec))
     assert len({reference, *changed}) == len(changed) + 1
     assert len(reference) >= 16 and int(reference, 16) >= 0
+    with pytest.raises(ExtractorConfigError, match=r"precision='auto' must be the effective one"):
+        fingerprint("image/timm", spec, weights_sha256="a" * 64, precision="auto")
 
 
 def test_sha256_file_streams_and_notices_changed_files(tmp_path):
@@ -143,7 +148,9 @@ def test_spec_from_dict_parses_the_nested_image_spec_of_video():
         (specs.TimmImageSpec, {"batch_size": 0}, "batch_size=0 must be an integer >= 1"),
         (specs.TimmImageSpec, {"num_workers": -1}, "num_workers=-1 must be an integer >= 0"),
         (specs.HFTextSpec, {"weights": "/some/file.pth"}, "weights='/some/file.pth' is not valid; use 'pretrained' or"),
-        (specs.HFTextSpec, {"precision": "fp8"}, r"precision='fp8' is not one of \('auto', 'fp32'\)"),
+        (specs.HFTextSpec, {"precision": "fp8"}, r"precision='fp8' is not one of \('auto', 'fp32', 'bf16', 'fp16'\)"),
+        (specs.TimmImageSpec, {"read_retries": -1}, r"read_retries=-1 must be an integer >= 0"),
+        (specs.CrepeAudioSpec, {"read_backoff_s": "1"}, r"read_backoff_s='1' must be a number of seconds"),
         (specs.CrepeAudioSpec, {"model": "medium"}, "model='medium' is not a CREPE capacity; use 'tiny' or 'full'"),
         (specs.CrepeAudioSpec, {"window_s": 0}, "window_s=0 must be > 0 seconds"),
         (specs.HFAudioSpec, {"max_windows": 0}, "max_windows=0 must be an integer >= 1"),

@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipelines.store import Store, StoreError
+from pipelines.store import Store, StoreError, StoreLocked
 
 
 def put(store, ids, hashes, seed=0, fp="fp1"):
@@ -32,6 +32,17 @@ def test_stored_keys_cover_vectors_and_errors(tmp_path):
     keys = store.stored_keys("text", "fp1").sort("item_id")
     assert keys.rows() == [("a", "h1"), ("z", "hz")]
     assert store.stored_keys("text", "other-fp").height == 0
+
+
+def test_transient_failures_are_not_stored_so_the_next_run_retries_them(tmp_path):
+    store = Store(tmp_path)
+    rows = [{"item_id": i, "content_hash": f"h{i}", "error_kind": kind, "message": "m", "extractor": "image/timm"}
+            for i, kind in (("t", "transient"), ("d", "decode"), ("m", "missing"), ("u", "unreadable"))]
+    store.write_errors("image", "fp1", rows)
+    assert sorted(store.stored_keys("image", "fp1")["item_id"]) == ["d", "m", "u"]
+    assert sorted(store.scan_failed_keys("image", "fp1").collect()["item_id"]) == ["d", "m", "u"]
+    store.write_errors("image", "fp1", [{**rows[0], "error_kind": "decode"}])  # retried, failed for good
+    assert "t" in store.stored_keys("image", "fp1")["item_id"].to_list()
 
 
 def test_readers_ignore_temporary_files(tmp_path):
@@ -65,8 +76,9 @@ def test_missing_current_view_says_what_to_run(tmp_path):
 def test_a_second_run_on_the_same_store_fails_fast(tmp_path):
     store = Store(tmp_path)
     with store.lock("extract"):
-        with pytest.raises(StoreError, match=r"locked by another run \(extract pid \d+"):
+        with pytest.raises(StoreLocked, match=r"locked by another run \(extract pid \d+.*Fix: wait"):
             with Store(tmp_path).lock("train"):
                 pass
     with store.lock("train"):  # released afterwards
         pass
+    assert issubclass(StoreLocked, StoreError)  # callers that catch StoreError still catch it
