@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -83,13 +84,15 @@ class Level:
             out.update(source.score(users))
         return out
 
-    def blocked(self, users: np.ndarray, cutoff_us: np.ndarray | None) -> np.ndarray:
-        return blocked_mask(self.seen[users], None if cutoff_us is None else cutoff_us[users], self.item_first_us)
+    def blocked(self, users: np.ndarray, cutoff_us: np.ndarray | None, exclude_seen: bool = True) -> np.ndarray:
+        seen = self.seen[users] if exclude_seen else self.seen[users] * 0
+        return blocked_mask(seen, None if cutoff_us is None else cutoff_us[users], self.item_first_us)
 
-    def run(self, users: np.ndarray, plan: BlockPlan, cutoff_us: np.ndarray | None = None) -> BlockResult:
+    def run(self, users: np.ndarray, plan: BlockPlan, cutoff_us: np.ndarray | None = None,
+            exclude_seen: bool = True) -> BlockResult:
         """Candidates and lists for ``users``; with ``cutoff_us``, items first seen at or after a user's cutoff
         are unavailable to that user (they did not exist yet, as far as the history knows)."""
-        return score_blocks(self.score, users, lambda chunk: self.blocked(chunk, cutoff_us), plan)
+        return score_blocks(self.score, users, lambda chunk: self.blocked(chunk, cutoff_us, exclude_seen), plan)
 
     def features(self, candidates: pl.DataFrame, labels: pl.DataFrame | None = None) -> RankingData:
         users = candidates["user_idx"].to_numpy()
@@ -112,17 +115,49 @@ class Level:
 def fit_level(interactions: pl.DataFrame, *, n_users: int, n_items: int, item_vectors: dict, weight_kind: str,
               params: SourceParams, cfg: TrainConfig) -> Level:
     """Fit every source on ``interactions``."""
-    feedback = Feedback.from_interactions(interactions, weight_kind, n_users)
-    ctx = HistoryContext(interactions, feedback, n_users, n_items, item_vectors, params.half_life, cfg.threads)
+    ctx = _context(interactions, n_users, n_items, item_vectors, weight_kind, params, cfg)
     sources, seconds = {}, {}
     for name, source_params in params.params.items():
         started = time.perf_counter()
         sources[name] = make_source(name, source_params).fit(ctx)
         seconds[name] = round(time.perf_counter() - started, 2)
+    return _assemble(ctx, sources, cfg, seconds)
+
+
+def save_level(level: Level, folder: Path) -> None:
+    """The history (parquet) and every source's fitted arrays (one .npz, no pickle)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    level.ctx.interactions.write_parquet(folder / "history.parquet")
+    arrays = {f"{name}/{key}": value for name, source in level.sources.items() for key, value in source.state().items()}
+    with open(folder / "sources.npz", "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def load_level(folder: Path, *, n_users: int, n_items: int, item_vectors: dict, weight_kind: str,
+               params: SourceParams, cfg: TrainConfig) -> Level:
+    """A level saved by ``save_level``: the sources' fitted arrays restored, nothing refitted."""
+    interactions = pl.read_parquet(folder / "history.parquet")
+    ctx = _context(interactions, n_users, n_items, item_vectors, weight_kind, params, cfg)
+    with np.load(folder / "sources.npz", allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    sources = {}
+    for name, source_params in params.params.items():
+        mine = {key.split("/", 1)[1]: value for key, value in arrays.items() if key.startswith(f"{name}/")}
+        sources[name] = make_source(name, source_params).restore(ctx, mine)
+    return _assemble(ctx, sources, cfg, {})
+
+
+def _context(interactions, n_users, n_items, item_vectors, weight_kind, params, cfg) -> HistoryContext:
+    feedback = Feedback.from_interactions(interactions, weight_kind, n_users)
+    return HistoryContext(interactions, feedback, n_users, n_items, item_vectors, params.half_life, cfg.threads)
+
+
+def _assemble(ctx: HistoryContext, sources: dict, cfg: TrainConfig, seconds: dict) -> Level:
+    interactions, n_users, n_items = ctx.interactions, ctx.n_users, ctx.n_items
     user_time = _first_event_us(interactions, n_users, "user_idx", lambda c: c.max())
     item_first = _first_event_us(interactions, n_items, "item_idx", lambda c: c.min())
-    return Level(ctx, sources, user_time, item_first, ItemTimeline(interactions, feedback.user_mean, n_items),
-                 _user_stats(interactions, feedback, n_users), _item_static(item_vectors, ctx.item_has_history),
+    return Level(ctx, sources, user_time, item_first, ItemTimeline(interactions, ctx.feedback.user_mean, n_items),
+                 _user_stats(interactions, ctx.feedback, n_users), _item_static(ctx.item_vectors, ctx.item_has_history),
                  seconds, with_vectors=cfg.ranker.kind == "mlp")
 
 

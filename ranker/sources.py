@@ -1,9 +1,10 @@
 """Scoring sources fitted on one history: each turns a chunk of users into dense (users x items) score blocks.
 
-Every source follows one small protocol: ``name``, ``fit(context) -> self`` and ``score(users) -> {block:
-scores}``. A block is both a ranker feature (its score and rank for every candidate pair) and, when the
-configuration asks for it, a candidate generator (its top items per user). Sources are registered by name
-in ``SOURCES``; a new one is one class plus its registration.
+Every source follows one small protocol (``Source``): ``name``, ``fit(context) -> self``, ``score(users) ->
+{block: scores}``, ``topk(users, k, exclude)`` and its fitted state as arrays. A block is both a ranker feature
+(its score and rank for every candidate pair) and, when the configuration asks for it, a candidate generator
+(its top items per user). Sources are registered by name in ``SOURCES`` (``@register``); a new one is one
+module with one class and its registration.
 
 Blocks, and what a user's row is made of:
   ease, ease_recent        EASE on the user's feedback row; "recent" weighs the row by recency (half-life in events)
@@ -30,6 +31,7 @@ from ranker.content_map import ContentToFactorMap
 from ranker.covisit import cooccurrence_counts, cosine_similarity
 from ranker.ease import EASE
 from ranker.factors import ALSFactors
+from ranker.topk import dense_topk
 from ranker.feedback import Feedback
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,45 @@ class HistoryContext:
         return np.bincount(self.feedback.item_idx, minlength=self.n_items) > 0
 
 
-class EaseSource:
+def _sparse_state(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
+    return {f"{prefix}.data": matrix.data, f"{prefix}.indices": matrix.indices, f"{prefix}.indptr": matrix.indptr,
+            f"{prefix}.shape": np.asarray(matrix.shape, dtype=np.int64)}
+
+
+def _sparse_from(prefix: str, arrays: Mapping[str, np.ndarray]) -> sp.csr_matrix:
+    shape = tuple(int(n) for n in arrays[f"{prefix}.shape"])
+    return sp.csr_matrix((arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"], arrays[f"{prefix}.indptr"]),
+                         shape=shape)
+
+
+class Source:
+    """The protocol: ``name``, ``fit(ctx)``, ``score(users) -> {block: (n, items)}``, ``topk(users, k, exclude)``,
+    and its fitted state as named arrays (``state`` / ``restore``), so a fitted source saves without pickle."""
+
+    name = "source"
+
+    def fit(self, ctx: HistoryContext) -> Source:
+        self.ctx = ctx
+        return self
+
+    def score(self, users: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def topk(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The top-k items of this source's first block for ``users``, ``exclude`` (users x items CSR) dropped."""
+        users = np.asarray(users, dtype=np.int64)
+        scores = next(iter(self.score(users).values()))
+        return dense_topk(scores, k, exclude_rows=None if exclude is None else exclude[users])
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def restore(self, ctx: HistoryContext, arrays: Mapping[str, np.ndarray]) -> Source:
+        self.ctx = ctx
+        return self
+
+
+class EaseSource(Source):
     name = "ease"
 
     def __init__(self, *, l2: float = 200.0, mapping: str = "binary", min_item_users: int = 3,
@@ -89,8 +129,18 @@ class EaseSource:
         return {"ease": self.model.score(self.ctx.matrix(self.mapping)[users]),
                 "ease_recent": self.model.score(self.ctx.matrix(self.mapping, recent=True)[users])}
 
+    def state(self) -> dict[str, np.ndarray]:
+        return {"items": self.model.items_, "weights": self.model.weights_,
+                "n_items": np.asarray(self.model.n_items_, dtype=np.int64)}
 
-class ALSSource:
+    def restore(self, ctx: HistoryContext, arrays: Mapping[str, np.ndarray]) -> EaseSource:
+        self.ctx = ctx
+        self.model.items_, self.model.weights_ = arrays["items"], arrays["weights"]
+        self.model.n_items_ = int(arrays["n_items"])
+        return self
+
+
+class ALSSource(Source):
     name = "als"
 
     def __init__(self, *, factors: int = 64, regularization: float = 0.05, alpha: float = 10.0,
@@ -100,6 +150,7 @@ class ALSSource:
         self.mapping = mapping
 
     def fit(self, ctx: HistoryContext) -> ALSSource:
+        self.ctx = ctx
         self.model.num_threads = ctx.threads
         self.model.fit_matrix(ctx.matrix(self.mapping))
         self.item_factors = self.model.item_factors_.copy()
@@ -114,8 +165,19 @@ class ALSSource:
     def score(self, users: np.ndarray) -> dict[str, np.ndarray]:
         return {"als": self.model.user_factors_[users] @ self.item_factors.T}
 
+    def state(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.model.user_factors_, "item_factors": self.item_factors,
+                "warm": self.model.warm_item_mask_}
 
-class ItemKNNSource:
+    def restore(self, ctx: HistoryContext, arrays: Mapping[str, np.ndarray]) -> ALSSource:
+        self.ctx = ctx
+        self.model.user_factors_, self.item_factors = arrays["user_factors"], arrays["item_factors"]
+        self.model.item_factors_ = np.where(arrays["warm"][:, None], arrays["item_factors"], 0.0).astype(np.float32)
+        self.model.warm_item_mask_ = arrays["warm"]
+        return self
+
+
+class ItemKNNSource(Source):
     name = "knn"
 
     def __init__(self, *, shrinkage: float = 10.0, neighbors: int = 200, mapping: str = "binary") -> None:
@@ -131,8 +193,15 @@ class ItemKNNSource:
         return {"knn": (self.ctx.matrix(self.mapping)[users] @ self.similarity).toarray(),
                 "knn_recent": (self.ctx.matrix(self.mapping, recent=True)[users] @ self.similarity).toarray()}
 
+    def state(self) -> dict[str, np.ndarray]:
+        return _sparse_state("similarity", self.similarity)
 
-class SequenceSource:
+    def restore(self, ctx: HistoryContext, arrays: Mapping[str, np.ndarray]) -> ItemKNNSource:
+        self.ctx, self.similarity = ctx, _sparse_from("similarity", arrays)
+        return self
+
+
+class SequenceSource(Source):
     name = "seq"
 
     def __init__(self, *, window: int = 20, neighbors: int = 200) -> None:
@@ -146,30 +215,41 @@ class SequenceSource:
     def score(self, users: np.ndarray) -> dict[str, np.ndarray]:
         return {"seq": (self.ctx.matrix("binary", recent=True)[users] @ self.similarity).toarray()}
 
+    def state(self) -> dict[str, np.ndarray]:
+        return _sparse_state("similarity", self.similarity)
 
-class PopularitySource:
+    def restore(self, ctx: HistoryContext, arrays: Mapping[str, np.ndarray]) -> SequenceSource:
+        self.ctx, self.similarity = ctx, _sparse_from("similarity", arrays)
+        return self
+
+
+class PopularitySource(Source):
     name = "pop"
 
     def __init__(self, *, mapping: str = "binary") -> None:
         self.mapping = mapping
 
     def fit(self, ctx: HistoryContext) -> PopularitySource:
+        self.ctx = ctx
         self.popularity = np.asarray(ctx.matrix(self.mapping).sum(axis=0), dtype=np.float32).ravel()
         return self
 
     def score(self, users: np.ndarray) -> dict[str, np.ndarray]:
         return {"pop": np.broadcast_to(self.popularity, (len(users), len(self.popularity))).copy()}
 
+    def state(self) -> dict[str, np.ndarray]:
+        return {"popularity": self.popularity}
 
-class ContentSource:
+    def restore(self, ctx: HistoryContext, arrays: Mapping[str, np.ndarray]) -> PopularitySource:
+        self.ctx, self.popularity = ctx, arrays["popularity"]
+        return self
+
+
+class ContentSource(Source):
     name = "content"
 
     def __init__(self, *, mapping: str = "binary") -> None:
         self.mapping = mapping
-
-    def fit(self, ctx: HistoryContext) -> ContentSource:
-        self.ctx = ctx
-        return self
 
     def _profiles(self, users: np.ndarray, vectors: np.ndarray, recent: bool) -> np.ndarray:
         profiles = np.asarray(self.ctx.matrix(self.mapping, recent=recent)[users] @ vectors, dtype=np.float32)
@@ -186,8 +266,19 @@ class ContentSource:
         return out
 
 
-SOURCES = {cls.name: cls for cls in (EaseSource, ALSSource, ItemKNNSource, SequenceSource, PopularitySource,
-                                     ContentSource)}
+SOURCES: dict[str, type[Source]] = {}
+
+
+def register(cls: type[Source]) -> type[Source]:
+    """Make a source available by its ``name`` to configs and tuning (``@register`` on the class)."""
+    if cls.name in SOURCES and SOURCES[cls.name] is not cls:
+        raise ValueError(f"source name {cls.name!r} is taken by {SOURCES[cls.name].__name__}; pick another name")
+    SOURCES[cls.name] = cls
+    return cls
+
+
+for _cls in (EaseSource, ALSSource, ItemKNNSource, SequenceSource, PopularitySource, ContentSource):
+    register(_cls)
 
 
 def make_source(name: str, params: Mapping | None = None):
