@@ -20,7 +20,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo-data validate extract train server serve test bench clean
+.PHONY: help install demo-data validate extract train server serve lint test bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ server: install ## run a Prefect server on 127.0.0.1:PREFECT_PORT (4200), in the
 serve: install ## serve the nightly deployment on CRON (0 2 * * *, UTC or TIMEZONE) against `make server`
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
 	$(PY) -m pipelines serve --config $(CONFIG) --cron "$(CRON)" $(if $(TIMEZONE),--timezone $(TIMEZONE))
+
+lint: install ## ruff over the whole tree (config in pyproject.toml)
+	$(VENV)/bin/ruff check .
 
 test: install ## run the test suite (fails if no test ran)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

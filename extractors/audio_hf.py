@@ -3,8 +3,9 @@
 AutoFeatureExtractor + AutoModel from a local folder or the HF cache; the last
 hidden state is mean-pooled over the frames that hold real audio (padding is
 left out; windows are zero-padded to whole seconds and batched only with
-windows of the same padded length, so a vector never depends on its batch), or, for CLAP, its projected ``get_audio_features`` is used. Decoding
-and the long-clip policy are those of extractors.audio: windows of ``window_s``
+windows of the same padded length, so a vector never depends on its batch),
+or, for CLAP, its projected ``get_audio_features`` is used. Decoding and the
+long-clip policy are those of extractors.audio: windows of ``window_s``
 seconds, embedded separately and averaged per item.
 """
 

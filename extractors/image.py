@@ -7,9 +7,10 @@ Lite model, so they run in timm's TensorFlow-faithful ``tf_efficientnet_lite0``
 implementation's parameter names, so it is mapped onto timm's names in
 parameter order, every pair shape-checked, and loaded with strict=True.
 Preprocessing comes from the model (timm.data.resolve_model_data_config), never
-hard-coded, with the spec's resize policy (crop, squash or pad) on top. Files decode in DataLoader workers (EXIF orientation applied, any
-colour mode to RGB); the model is built with its classifier so ``model`` can
-still classify, while ``embed`` returns ``forward_head(pre_logits=True)``.
+hard-coded, with the spec's resize policy (crop, squash or pad) on top. Files
+decode in DataLoader workers (EXIF orientation applied, any colour mode to RGB);
+the model is built with its classifier so ``model`` can still classify, while
+``embed`` returns ``forward_head(pre_logits=True)``.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ class TimmImageExtractor:
         self.decode_size = int(round(max(self.data_config["input_size"][1:]) / self.data_config["crop_pct"]))
         self._backoff = OOMBackoff(spec.batch_size)
         self.dim = self._probe_dim()
-        fingerprint_spec = dataclasses.replace(spec, weights="file") if weights_file and spec.weights != "pretrained" else spec
+        fingerprint_spec = (dataclasses.replace(spec, weights="file")
+                            if weights_file and spec.weights != "pretrained" else spec)
         self.fingerprint = fingerprint(
             name,
             fingerprint_spec,

@@ -118,7 +118,8 @@ class TimmImageSpec(_SpecChecks):
         self._check_common()
         _check_weights(self.weights, allow_path=True)
         if self.resize not in RESIZE_POLICIES:
-            raise ExtractorConfigError(f"resize={self.resize!r} is not a resize policy; options: {list(RESIZE_POLICIES)}")
+            raise ExtractorConfigError(
+                f"resize={self.resize!r} is not a resize policy; options: {list(RESIZE_POLICIES)}")
 
 
 # resize policy -> timm data-config overrides (crop_mode, crop_pct); "crop" keeps the model's own

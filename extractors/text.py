@@ -90,7 +90,7 @@ class HFTextExtractor:
         return assemble_result(len(texts), self.dim, rows, errors)
 
     def _forward(self, encoded, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        features = {key: [encoded[key][p] for p in positions] for key in encoded.keys()}
+        features = {key: [encoded[key][p] for p in positions] for key in encoded}
         batch = self.tokenizer.pad(features, padding=True, return_tensors="pt")
         batch = {key: to_device(value, self.device) for key, value in batch.items()}
         with torch.inference_mode(), autocast(self.device, self.spec.precision):

@@ -51,7 +51,8 @@ class VideoFramesExtractor:
         needed = ("frame_transform", "embed_tensor", "decode_size", "precision")
         if not all(hasattr(self.image, attr) for attr in needed):
             raise ExtractorConfigError(
-                f"image_extractor={spec.image_extractor!r} cannot embed video frames; use 'image/timm' or 'image/hf-clip'"
+                f"image_extractor={spec.image_extractor!r} cannot embed video frames; "
+                "use 'image/timm' or 'image/hf-clip'"
             )
         self.name = name
         self.spec = dataclasses.replace(spec, image=image_spec)

@@ -46,6 +46,11 @@ class FusionBase:
     """Shared fit/transform plumbing; subclasses define ``method``, ``get_params`` and the fused map."""
 
     method = ""
+    # What fit() learns from besides the vectors: "pairs" (co-consumed item pairs), "targets" (an embedding per
+    # item, NaN rows = none). Empty: a fixed map of the vectors. The pipeline supplies exactly these.
+    learns_from: frozenset[str] = frozenset()
+    # Whether the map takes per-modality weights (and so whether they can be tuned).
+    takes_weights: bool = False
 
     def get_params(self) -> dict:
         raise NotImplementedError

@@ -30,6 +30,7 @@ class ConcatFusion(FusionBase):
     """sqrt(w_m)-scaled concatenation of centred (optionally PCA'd / whitened) L2 blocks, then L2."""
 
     method = "concat"
+    takes_weights = True
 
     def __init__(
         self,

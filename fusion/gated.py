@@ -115,6 +115,7 @@ class GatedFusion(FusionBase):
     """Small torch gated-attention fusion, trained on co-consumed pairs and/or target embeddings."""
 
     method = "gated"
+    learns_from = frozenset({"pairs", "targets"})
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ class WeightedFusion(FusionBase):
     """Per-modality PCA to ``dim`` + weighted sum over present modalities, renormalised."""
 
     method = "weighted"
+    takes_weights = True
 
     def __init__(
         self, *, dim: int = 64, weights: Mapping[str, float] | None = None, center: bool = True, whiten: bool = False

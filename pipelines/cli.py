@@ -18,13 +18,17 @@ import logging
 import sys
 from pathlib import Path
 
+from extractors.base import ExtractorError
+from fusion.errors import FusionError
 from pipelines.config import ConfigError, PipelineConfig, load_config
 from pipelines.contracts import InvalidInputError, validate_catalog, validate_inputs
-from pipelines.parquet_io import InputFileError
-from pipelines.prefect_server import PrefectAPIError
-from pipelines.store import Store, StoreError, StoreLocked
-from pipelines.train_data import TrainInputError
-from ranker.splits import SplitError
+from pipelines.errors import PipelineError
+from pipelines.orchestration.prefect_server import PrefectAPIError
+from pipelines.store.layout import Store, StoreError, StoreLocked
+from pipelines.store.parquet_io import InputFileError
+from pipelines.train.inputs import TrainInputError
+from ranker.errors import RankerError
+from ranker.evaluation.splits import SplitError
 
 log = logging.getLogger("pipelines")
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -91,7 +95,7 @@ def cmd_extractors(_: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipelines.demo_setup import ensure_demo_for
+    from pipelines.demo.setup import ensure_demo_for
 
     paths = ensure_demo_for(load_config(args.config, args.overrides), force_enabled=True)
     print(f"demo catalog: {paths.catalog}\ninteractions: {paths.interactions}\nmedia: {paths.media_root}")
@@ -106,12 +110,12 @@ def _preflight(command: str, cfg: PipelineConfig) -> None:
         raise TrainInputError(f"no current embeddings in {store.root} for {list(cfg.train.modalities)}. "
                               "Fix: run `make extract` (same CONFIG) first.")
     if command in ("extract", "nightly"):
-        from pipelines.extract import extractor_ref
+        from pipelines.extract.flow import extractor_ref
 
         for modality in cfg.extract.modalities:
             extractor_ref(cfg, modality)
         if data.demo:
-            from pipelines.demo_setup import ensure_demo_for
+            from pipelines.demo.setup import ensure_demo_for
 
             ensure_demo_for(cfg)
     if command == "extract":
@@ -131,13 +135,13 @@ def _prefect_api(args: argparse.Namespace):
     """The Prefect API for a flow run: PREFECT_API_URL, or a temporary server that dies with this process."""
     if getattr(args, "engine", "prefect") == "local" and args.command != "nightly":
         return contextlib.nullcontext()
-    from pipelines.prefect_server import prefect_api
+    from pipelines.orchestration.prefect_server import prefect_api
 
     return prefect_api()
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from pipelines.extract import extract_flow, format_line, run_extraction
+    from pipelines.extract.flow import extract_flow, format_line, run_extraction
 
     cfg = load_config(args.config, args.overrides)
     _preflight("extract", cfg)
@@ -151,7 +155,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipelines.train import run_training, train_flow
+    from pipelines.train.flow import run_training, train_flow
 
     cfg = load_config(args.config, args.overrides)
     _preflight("train", cfg)
@@ -162,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    from pipelines.nightly import nightly_flow
+    from pipelines.orchestration.nightly import nightly_flow
 
     _preflight("nightly", load_config(args.config, args.overrides))
     with _prefect_api(args):
@@ -172,8 +176,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the nightly deployment against a real Prefect server until SIGINT or SIGTERM (then exit 0)."""
-    from pipelines.nightly import nightly_deployment
-    from pipelines.prefect_server import require_scheduling_server, serve_until_stopped
+    from pipelines.orchestration.nightly import nightly_deployment
+    from pipelines.orchestration.prefect_server import require_scheduling_server, serve_until_stopped
 
     deployment = nightly_deployment(args.config, args.overrides, cron=args.cron, name=args.name,
                                     timezone=args.timezone)
@@ -201,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_LOCKED if is_lock_conflict(exc) else EXIT_FAILURE
+    except (PipelineError, RankerError, FusionError, ExtractorError) as exc:  # each package's base: a known failure
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise

@@ -11,23 +11,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipelines.train_config import TrainConfig
+from pipelines.config_types import MODALITIES, OPTIONAL_MODALITIES, StrictConfig
+from pipelines.errors import PipelineError
+from pipelines.model.config import TrainConfig
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 DEFAULT_CONFIG = PRESETS_DIR / "demo.toml"
-MODALITIES = ("text", "image", "audio", "video")
-OPTIONAL_MODALITIES = ("soundtrack",)  # the audio track of the video file, through the audio extractor
 
 
-class ConfigError(Exception):
+class ConfigError(PipelineError):
     """The configuration file or an override is invalid; the message names the key and the fix."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DataConfig(_Strict):
+class DataConfig(StrictConfig):
     catalog: str
     interactions: str
     media_root: str | None = None
@@ -58,7 +54,7 @@ def _default_extractors() -> dict[str, ModalityConfig]:
     return {modality: ModalityConfig(extractor=name) for modality, name in DEFAULT_EXTRACTORS.items()}
 
 
-class ExtractConfig(_Strict):
+class ExtractConfig(StrictConfig):
     modalities: tuple[Literal["text", "image", "audio", "video", "soundtrack"], ...] = MODALITIES
     extractors: dict[str, ModalityConfig] = Field(default_factory=_default_extractors)
     shard_size: int = Field(256, gt=0)
@@ -89,12 +85,12 @@ class ExtractConfig(_Strict):
         return {**_default_extractors(), **given}
 
 
-class StoreConfig(_Strict):
+class StoreConfig(StrictConfig):
     root: str = "store"
     keep_runs: int = Field(5, ge=1, description="published runs kept (the one `latest` names is never removed)")
 
 
-class PipelineConfig(_Strict):
+class PipelineConfig(StrictConfig):
     data: DataConfig
     store: StoreConfig = StoreConfig()
     extract: ExtractConfig = ExtractConfig()

@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 import polars as pl
 import pyarrow as pa
 
-from pipelines.parquet_io import InputFileError, read_parquet_table
+from pipelines.errors import PipelineError
+from pipelines.store.parquet_io import InputFileError, read_parquet_table
 
 MEDIA_COLUMNS = ("image", "audio", "video")
 DEFAULT_TEXT_COLUMNS = ("title", "description")
@@ -61,7 +62,7 @@ class ValidationReport:
             raise InvalidInputError(self)
 
 
-class InvalidInputError(Exception):
+class InvalidInputError(PipelineError):
     """The inputs break the data contract; the message lists every problem found."""
 
     def __init__(self, report: ValidationReport):
@@ -109,7 +110,8 @@ def _check_required(file: str, table: pa.Table, required: dict[str, str], report
 def _check_ids(file: str, frame: pl.DataFrame, column: str, report: ValidationReport) -> None:
     bad = frame[column].is_null() | (frame[column].str.strip_chars() == "")
     if bad.any():
-        report.errors.append(Problem(file, column, "non-empty id", f"{int(bad.sum())} row(s) have a null or empty {column}",
+        report.errors.append(Problem(file, column, "non-empty id",
+                                     f"{int(bad.sum())} row(s) have a null or empty {column}",
                                      f"drop or repair those rows upstream; every row needs a {column}",
                                      _examples(frame, bad, [column])))
 
@@ -205,9 +207,11 @@ def _parse_ts(file: str, frame: pl.DataFrame, report: ValidationReport) -> pl.Da
         parsed = ts.str.to_datetime(strict=False, time_zone="UTC", time_unit="us")
         bad = parsed.is_null() & ts.is_not_null()
         if bad.any():
-            report.errors.append(Problem(file, "ts", "parseable timestamp", f"{int(bad.sum())} value(s) cannot be parsed",
+            columns = ["user_id", "ts"] if "user_id" in frame.columns else ["ts"]
+            report.errors.append(Problem(file, "ts", "parseable timestamp",
+                                         f"{int(bad.sum())} value(s) cannot be parsed",
                                          "write ts as a Parquet timestamp, or as ISO-8601 strings",
-                                         _examples(frame, bad, ["user_id", "ts"] if "user_id" in frame.columns else ["ts"])))
+                                         _examples(frame, bad, columns)))
         frame = frame.with_columns(ts=parsed)
     elif not isinstance(ts.dtype, pl.Datetime):
         report.errors.append(Problem(file, "ts", "type", f"has type {ts.dtype}, expected timestamp",
@@ -261,7 +265,8 @@ def validate_interactions(path: str, *, catalog_ids: pl.Series | None = None,
         report.counts["interactions_unknown_item"] = int(unknown.sum())
         if unknown.any():
             report.warnings.append(Problem(file, "item_id", "known item",
-                                           f"{int(unknown.sum())} of {frame.height} rows name items absent from the catalog; "
+                                           f"{int(unknown.sum())} of {frame.height} rows name items absent "
+                                           "from the catalog; "
                                            "they are ignored at training time",
                                            "none needed if those items were removed; otherwise re-export the catalog",
                                            _examples(frame, unknown, ["user_id", "item_id"])))
@@ -273,6 +278,7 @@ def validate_inputs(catalog: str, interactions: str | None, *, media_root: str |
     """Validate both inputs into one report (every problem of both files)."""
     report, frame = validate_catalog(catalog, media_root=media_root, text_columns=text_columns)
     if interactions is not None:
-        ids = frame["item_id"] if frame is not None and "item_id" in frame.columns and frame["item_id"].dtype == pl.String else None
+        usable = frame is not None and "item_id" in frame.columns and frame["item_id"].dtype == pl.String
+        ids = frame["item_id"] if usable else None
         validate_interactions(interactions, catalog_ids=ids, report=report)
     return report

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.config import PipelineConfig, load_config
-from pipelines.demo import DemoPaths, DemoSpec, generate_demo
+from pipelines.demo.catalog import DemoPaths, DemoSpec, generate_demo
 
 TINY_DEMO = DemoSpec(n_items=30, n_users=16, n_interactions=500, days=30, seed=3, cold_days=3)
 # Fast settings for CPU tests: small batches, no DataLoader worker processes, a coarse CREPE hop.

@@ -1,0 +1,100 @@
+"""`make train`: the test protocols, then the production model on all interactions, published atomically."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from prefect import flow
+
+from pipelines.config import PipelineConfig
+from pipelines.model.procedure import Catalog
+from pipelines.model.tuning import Budget
+from pipelines.store.layout import Store, utc_now
+from pipelines.train.inputs import TrainInputs, load_train_inputs
+from pipelines.train.protocols import item_cold_protocol, temporal_protocol
+from pipelines.train.publish import package_versions, publish_production, write_json
+from pipelines.train.report import format_report
+from ranker.retrieval.feedback import detect_weight_kind
+
+log = logging.getLogger(__name__)
+
+
+def resolve_weight_kind(configured: str, weights: np.ndarray) -> str:
+    if configured != "auto":
+        log.info("weight column read as %s (train.weight_kind)", configured)
+        return configured
+    kind, why = detect_weight_kind(weights)
+    log.info("weight column read as %s: %s (set train.weight_kind to override)", kind, why)
+    return kind
+
+
+def run_training(cfg: PipelineConfig) -> dict:
+    store = Store(Path(cfg.store.root))
+    with store.lock("train"):
+        return _train_and_publish(cfg, store)
+
+
+def _train_and_publish(cfg: PipelineConfig, store: Store) -> dict:
+    started = time.perf_counter()
+    inputs = load_train_inputs(cfg)
+    weight_kind = resolve_weight_kind(cfg.train.weight_kind, inputs.interactions["weight"].to_numpy())
+    catalog = Catalog(inputs.item_ids, inputs.tables, inputs.user_ids)
+    budget = Budget(cfg.train.tune.seconds)
+    temporal, tested = temporal_protocol(inputs.interactions, catalog, cfg.train, weight_kind, budget)
+    metrics, timings = {"weight_kind": weight_kind, "temporal": temporal}, {"temporal_s": temporal["seconds"]}
+    if cfg.train.item_cold.enabled:
+        metrics["item_cold"] = item_cold_protocol(inputs.interactions, catalog, cfg.train, weight_kind,
+                                                  tested.model.tuned)
+        timings["item_cold_s"] = metrics["item_cold"]["seconds"]
+    run = store.new_run_dir()
+    try:
+        t0 = time.perf_counter()
+        production = tested.refit(inputs.interactions, catalog)  # the tested model, sources refitted on all
+        metrics["production"] = publish_production(production, run)
+        timings["production_s"] = round(time.perf_counter() - t0, 2)
+        report = format_report(metrics)
+        print(report)
+        (run / "report.txt").write_text(report + "\n")
+        write_json(run, "metrics.json", metrics)
+        timings["total_s"] = round(time.perf_counter() - started, 2)
+        write_json(run, "manifest.json", _manifest(cfg, inputs, timings, metrics))
+        final = store.publish(run)
+    except BaseException:
+        shutil.rmtree(run, ignore_errors=True)  # a failed run leaves no half folder; `latest` is untouched
+        raise
+    log.info("published %s in %.1fs", final, timings["total_s"])
+    prune_runs(store, cfg.store.keep_runs)
+    return {"run_dir": str(final), "wall_s": timings["total_s"], "metrics": metrics}
+
+
+def prune_runs(store: Store, keep: int) -> None:
+    """Retention once the new run is published; a failure (a full or read-only disk) is logged, not fatal: the
+    run is already behind `latest`, and the next run prunes again."""
+    try:
+        store.prune_runs(keep)
+    except OSError as exc:
+        log.warning("retention (store.keep_runs=%d) skipped: %s. Fix: check the permissions and space of %s; the "
+                    "next train prunes again.", keep, exc, store.runs_dir)
+
+
+def _manifest(cfg: PipelineConfig, inputs: TrainInputs, timings: dict, metrics: dict) -> dict:
+    return {"finished_at": utc_now().isoformat(), "config": cfg.model_dump(mode="json"), "timings": timings,
+            "published": metrics["production"]["published"], "weight_kind": metrics["weight_kind"],
+            "inputs": {"catalog": cfg.data.catalog, "catalog_sha256": inputs.catalog_sha256,
+                       "interactions": cfg.data.interactions, "interactions_sha256": inputs.interactions_sha256,
+                       "dropped_unknown_item_rows": inputs.dropped_unknown_items,
+                       "modalities": {m: int(len(ids)) for m, (ids, _) in inputs.tables.items()}},
+            "packages": package_versions()}
+
+
+@flow(name="train", log_prints=True)
+def train_flow_body(cfg: PipelineConfig) -> dict:
+    return run_training(cfg)
+
+
+def train_flow(cfg: PipelineConfig) -> dict:
+    return train_flow_body(cfg)

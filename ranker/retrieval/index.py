@@ -1,0 +1,209 @@
+"""FAISS inner-product index over L2-normalised item vectors, its kind chosen by catalog size.
+
+  flat   exact search; below ~20k items it is fast enough and has nothing to tune
+  hnsw   graph search; high recall without training, memory ~ flat + graph
+  ivf    IVF-Flat; cheaper to build than HNSW for millions of items
+  ivfpq  IVF-PQ; compressed codes for catalogs too big to hold as float32
+Search parameters (nprobe, efSearch) live in the faiss index itself, so a saved file read back with a
+plain ``faiss.read_index`` searches exactly like the original.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from ranker.errors import RankerError
+
+logger = logging.getLogger(__name__)
+INDEX_KINDS = ("flat", "hnsw", "ivf", "ivfpq")
+FLAT_MAX_ITEMS = 20_000
+HNSW_MAX_ITEMS = 1_000_000
+IVF_MAX_ITEMS = 10_000_000
+
+
+class ItemIndexError(RankerError):
+    """Bad vectors, queries or parameters for the item index; the message names the fix."""
+
+
+def choose_index_kind(n_items: int) -> str:
+    """'flat' below 20k items, 'hnsw' below 1M, 'ivf' below 10M, else 'ivfpq'."""
+    if n_items < FLAT_MAX_ITEMS:
+        return "flat"
+    if n_items < HNSW_MAX_ITEMS:
+        return "hnsw"
+    return "ivf" if n_items < IVF_MAX_ITEMS else "ivfpq"
+
+
+def _as_matrix(name: str, x: np.ndarray, dim: int | None = None) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
+        want = f"(n, {dim})" if dim is not None else "(n, d)"
+        raise ItemIndexError(f"{name} have shape {x.shape}; expected {want}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise ItemIndexError(f"{name} hold NaN or inf in rows {np.flatnonzero(~np.isfinite(x).all(1))[:5].tolist()}")
+    return x
+
+
+def default_nlist(n_items: int) -> int:
+    """~4 sqrt(n) lists, capped so each list gets >= 39 training points (faiss' k-means minimum)."""
+    return int(max(1, min(4 * math.isqrt(max(n_items, 1)), n_items // 39)))
+
+
+def default_pq_m(dim: int) -> int:
+    """Sub-quantizers for IVF-PQ: the largest of 64, 32, ... that divides dim with >= 2 dims each."""
+    for m in (64, 32, 16, 8, 4, 2, 1):
+        if dim % m == 0 and dim // m >= 2:
+            return m
+    return 1
+
+
+def _make_hnsw(vectors: np.ndarray, hnsw_m: int, ef_search: int, ef_construction: int) -> faiss.Index:
+    index = faiss.IndexHNSWFlat(vectors.shape[1], hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = ef_construction
+    index.hnsw.efSearch = ef_search
+    # Multi-threaded HNSW insertion builds a different graph each run; one thread keeps top-k reproducible.
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        index.add(vectors)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return index
+
+
+def _make_ivf(
+    vectors: np.ndarray, kind: str, seed: int, nlist: int | None, nprobe: int | None, pq_m: int | None
+) -> faiss.Index:
+    n, dim = vectors.shape
+    nlist = nlist or default_nlist(n)
+    if not 1 <= nlist <= n:
+        raise ItemIndexError(f"nlist={nlist} must be in [1, n_items={n}]; omit it for ~4 sqrt(n)")
+    quantizer = faiss.IndexFlatIP(dim)
+    if kind == "ivf":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+        # 8-bit codes need 39 * 256 training points; smaller catalogs get fewer bits instead of a bad fit
+        nbits = int(max(1, min(8, math.floor(math.log2(max(n, 78) / 39)))))
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m or default_pq_m(dim), nbits, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    index.train(vectors)
+    index.add(vectors)
+    index.nprobe = min(nlist, nprobe or max(8, nlist // 8))
+    return index
+
+
+def _kind_of(index: faiss.Index) -> str:
+    known = (
+        (faiss.IndexIVFPQ, "ivfpq"), (faiss.IndexIVFFlat, "ivf"),
+        (faiss.IndexHNSWFlat, "hnsw"), (faiss.IndexFlat, "flat"),
+    )  # fmt: skip
+    for cls, kind in known:
+        if isinstance(index, cls):
+            return kind
+    raise ItemIndexError(f"unsupported faiss index type {type(index).__name__}; build one with ItemIndex.build")
+
+
+class ItemIndex:
+    """Top-k inner-product search over item vectors; row j of the vectors is item_idx j."""
+
+    def __init__(self, index: faiss.Index, kind: str) -> None:
+        self.index = index
+        self.kind = kind
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @classmethod
+    def build(
+        cls,
+        vectors: np.ndarray,
+        *,
+        kind: str = "auto",
+        seed: int = 0,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        ef_construction: int = 200,
+        pq_m: int | None = None,
+    ) -> ItemIndex:
+        """Index ``vectors`` (float32 (n, d), L2-normalised; zero rows never score above 0)."""
+        vectors = _as_matrix("vectors", vectors)
+        if vectors.shape[0] == 0:
+            raise ItemIndexError("no vectors to index; the catalog is empty or no item has a vector")
+        if kind == "auto":
+            kind = choose_index_kind(vectors.shape[0])
+        if kind not in INDEX_KINDS:
+            raise ItemIndexError(f"unknown index kind {kind!r}; valid kinds are {['auto', *INDEX_KINDS]}")
+        if kind == "flat":
+            index = faiss.IndexFlatIP(vectors.shape[1])
+            index.add(vectors)
+        elif kind == "hnsw":
+            index = _make_hnsw(vectors, hnsw_m, ef_search, ef_construction)
+        else:
+            if pq_m is not None and vectors.shape[1] % pq_m:
+                raise ItemIndexError(f"pq_m={pq_m} must divide the vector dim {vectors.shape[1]}; omit it")
+            index = _make_ivf(vectors, kind, seed, nlist, nprobe, pq_m)
+        logger.info("built %s index over %d items of dim %d", kind, vectors.shape[0], vectors.shape[1])
+        return cls(index, kind)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(idx int64 (nq, k), scores float32 (nq, k)), best first; -1 / -inf pad short results,
+        k > ntotal, and zero-vector queries (a user with no profile has no direction to search)."""
+        queries = _as_matrix("queries", queries, self.dim)
+        if k < 1:
+            raise ItemIndexError(f"k={k} must be >= 1")
+        idx = np.full((queries.shape[0], k), -1, dtype=np.int64)
+        scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
+        live = np.flatnonzero(np.linalg.norm(queries, axis=1) > 0)
+        k_eff = min(k, self.ntotal)
+        if live.size and k_eff:
+            found_scores, found_idx = self.index.search(queries[live], k_eff)
+            found_scores[found_idx < 0] = -np.inf
+            idx[live, :k_eff] = found_idx
+            scores[live, :k_eff] = found_scores
+        return idx, scores
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write with faiss.write_index (to a temporary name, then renamed)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        faiss.write_index(self.index, str(tmp))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ItemIndex:
+        path = Path(path)
+        if not path.is_file():
+            raise ItemIndexError(f"{path} not found; build and save an index first")
+        index = faiss.read_index(str(path))
+        return cls(index, _kind_of(index))
+
+
+def exact_topk(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k (the reference an approximate index is measured against)."""
+    return ItemIndex.build(vectors, kind="flat").search(queries, k)
+
+
+def recall_against_exact(index: ItemIndex, vectors: np.ndarray, queries: np.ndarray, k: int) -> float:
+    """Mean over queries of |approx top-k ∩ exact top-k| / |exact top-k| (ignoring padding)."""
+    approx, _ = index.search(queries, k)
+    exact, _ = exact_topk(vectors, queries, k)
+    found, total = 0, 0
+    for a_row, e_row in zip(approx, exact):
+        truth = e_row[e_row >= 0]
+        found += np.intersect1d(a_row[a_row >= 0], truth).size
+        total += truth.size
+    return found / total if total else math.nan
