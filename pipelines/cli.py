@@ -54,8 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("extractors", help="list the registered extractors")
     demo = sub.add_parser("demo-data", help="generate the embedded demo catalog (when absent)")
     _add_config_args(demo)
-    for name, text in (("extract", "embed the catalog into the store"), ("train", "fuse, rank, evaluate, publish")):
-        _add_config_args(sub.add_parser(name, help=text))
+    extract = sub.add_parser("extract", help="embed the catalog into the store")
+    _add_config_args(extract)
+    extract.add_argument("--rehash", action="store_true", help="read every media file again to hash it, ignoring "
+                         "the stat cache (for tools that rewrite files keeping their size and mtime)")
+    _add_config_args(sub.add_parser("train", help="fuse, rank, evaluate, publish"))
     nightly = sub.add_parser("nightly", help="extract then train, as one Prefect flow run (what the schedule runs)")
     _add_config_args(nightly)
     serve = sub.add_parser("serve", help="serve the nightly deployment on a cron schedule (runs until stopped)")
@@ -143,7 +146,7 @@ def _prefect_api(args: argparse.Namespace):
 def cmd_extract(args: argparse.Namespace) -> int:
     from pipelines.extract.flow import extract_flow, format_line, run_extraction
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, [*args.overrides, *(["extract.rehash=true"] if args.rehash else [])])
     _preflight("extract", cfg)
     with _prefect_api(args):
         report = extract_flow(cfg) if args.engine == "prefect" else run_extraction(cfg)

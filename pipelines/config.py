@@ -64,6 +64,8 @@ class ExtractConfig(StrictConfig):
     dask_address: str | None = Field(None, description="an existing Dask scheduler; a local cluster when unset")
     torch_threads: int = Field(0, ge=0, description="0 = torch's default")
     hash_workers: int = Field(4, gt=0)
+    rehash: bool = Field(False, description="read every media file again to hash it, ignoring the stat cache "
+                                           "(`extract --rehash`)")
 
     @field_validator("extractors")
     @classmethod

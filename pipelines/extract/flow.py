@@ -22,6 +22,7 @@ from extractors import registry
 from extractors.base import ExtractorError
 from pipelines.config import ConfigError, PipelineConfig
 from pipelines.contracts import validate_catalog
+from pipelines.extract.hash_cache import HashCache
 from pipelines.extract.inputs import modality_inputs
 from pipelines.extract.runners import make_task_runner
 from pipelines.extract.shard import ExtractorRef, ShardJob, get_extractor, is_transient, run_shard
@@ -61,13 +62,14 @@ def _resolved(path: str | None) -> str | None:
     return None if path is None or "://" in path else str(Path(path).resolve())
 
 
-def plan_modality(cfg: PipelineConfig, catalog: pl.DataFrame, modality: str, store: Store):
+def plan_modality(cfg: PipelineConfig, catalog: pl.DataFrame, modality: str, store: Store,
+                  cache: HashCache | None = None):
     """Current inputs of this modality and the shards still to embed."""
     ref = extractor_ref(cfg, modality)
     extractor = get_extractor(ref)
     media_root = _resolved(cfg.data.media_root)
     current = modality_inputs(catalog, modality, text_columns=cfg.data.text_columns,
-                              media_root=media_root, hash_workers=cfg.extract.hash_workers)
+                              media_root=media_root, hash_workers=cfg.extract.hash_workers, cache=cache)
     stored = store.stored_keys(modality, extractor.fingerprint)
     todo = current.join(stored, on=["item_id", "content_hash"], how="anti")
     failed = store.scan_failed_keys(modality, extractor.fingerprint)  # transient failures are tried again
@@ -89,11 +91,15 @@ def _empty_summary(modality: str, extractor, total: int, todo: int, known_failed
 
 
 def extract_modality(cfg: PipelineConfig, catalog: pl.DataFrame, modality: str, store: Store,
-                     map_shards: MapShards) -> dict[str, Any]:
+                     map_shards: MapShards, cache: HashCache | None = None) -> dict[str, Any]:
     started = time.perf_counter()
-    extractor, current, jobs, known_failed = plan_modality(cfg, catalog, modality, store)
+    cache = cache or HashCache()
+    hashed_before, reused_before = cache.hashed, cache.reused
+    extractor, current, jobs, known_failed = plan_modality(cfg, catalog, modality, store, cache)
     todo = sum(len(j.item_ids) for j in jobs)
     summary = _empty_summary(modality, extractor, current.height, todo, known_failed)
+    summary["files_hashed"] = cache.hashed - hashed_before  # media files read to learn their content hash
+    summary["files_hash_cached"] = cache.reused - reused_before
     store.write_manifest(modality, {"extractor": extractor.name, "model": getattr(extractor.spec, "model", None),
                                     "dim": extractor.dim, "fingerprint": extractor.fingerprint})
     with tqdm(total=todo, desc=f"extract {modality}", unit="item", disable=todo == 0) as bar:
@@ -134,10 +140,12 @@ def run_extraction(cfg: PipelineConfig, map_shards: MapShards = local_map) -> di
     store = Store(Path(cfg.store.root))
     modalities = []
     with store.lock("extract"):
+        cache = HashCache.load(store.hash_cache_path, rehash=cfg.extract.rehash)
         for modality in cfg.extract.modalities:
-            summary = extract_modality(cfg, catalog, modality, store, map_shards)
+            summary = extract_modality(cfg, catalog, modality, store, map_shards, cache)
             log.info("%s", format_line(summary))
             modalities.append(summary)
+        cache.save(store.hash_cache_path, store.tmp_dir)
         report = {"finished_at": utc_now().isoformat(), "catalog": cfg.data.catalog, "catalog_items": catalog.height,
                   "wall_s": round(time.perf_counter() - started, 2), "modalities": modalities}
         store.write_summary(report)
@@ -148,7 +156,9 @@ def format_line(s: dict[str, Any]) -> str:
     failed = ", ".join(f"{k}={v}" for k, v in sorted(s["failed"].items())) or "none"
     speed = f"{s['items_per_s']} items/s" if s["items_per_s"] else "-"
     return (f"{s['modality']:<6} {s['extractor']:<13} total={s['total']} unchanged={s['unchanged']} "
-            f"(known failures {s['known_failed']}) embedded={s['embedded']} failed: {failed}  {speed}  {s['wall_s']}s")
+            f"(known failures {s['known_failed']}) embedded={s['embedded']} failed: {failed}  {speed}  {s['wall_s']}s"
+            + (f"  files hashed={s['files_hashed']} (stat cache {s['files_hash_cached']})"
+               if s.get("files_hashed") or s.get("files_hash_cached") else ""))
 
 
 def _retry_transient(task_, task_run, state) -> bool:

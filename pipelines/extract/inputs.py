@@ -19,6 +19,7 @@ import polars as pl
 from extractors.files import DEFAULT_READS, inside, is_transient_error
 from extractors.text import normalize_text
 from pipelines.errors import PipelineError
+from pipelines.extract.hash_cache import HashCache
 from pipelines.hashing import sha256_file, short_hash
 
 SOURCE_COLUMN = {"soundtrack": "video"}  # modalities read from another modality's file
@@ -76,7 +77,7 @@ def resolve_media(ref: str, media_root: str | None) -> str:
 
 
 def modality_inputs(catalog: pl.DataFrame, modality: str, *, text_columns: tuple[str, ...],
-                    media_root: str | None, hash_workers: int = 4) -> pl.DataFrame:
+                    media_root: str | None, hash_workers: int = 4, cache: HashCache | None = None) -> pl.DataFrame:
     """One row per item that has this modality: item_id, input (text or local path), content_hash."""
     if modality == "text":
         texts = [compose_text(list(row)) for row in catalog.select(text_columns).iter_rows()]
@@ -87,7 +88,8 @@ def modality_inputs(catalog: pl.DataFrame, modality: str, *, text_columns: tuple
         return pl.DataFrame(schema={"item_id": pl.String, "input": pl.String, "content_hash": pl.String})
     present = catalog.filter(pl.col(column).is_not_null() & (pl.col(column).str.strip_chars() != ""))
     paths = [resolve_media(ref, media_root) for ref in present[column].to_list()]
+    cache = cache or HashCache()
     with ThreadPoolExecutor(max_workers=hash_workers) as pool:
-        hashes = list(pool.map(lambda p: media_hash(p, media_root), paths))
+        hashes = list(pool.map(lambda p: cache.content_hash(p, lambda q: media_hash(q, media_root)), paths))
     return pl.DataFrame({"item_id": present["item_id"], "input": paths, "content_hash": hashes},
                         schema={"item_id": pl.String, "input": pl.String, "content_hash": pl.String})

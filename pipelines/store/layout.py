@@ -82,6 +82,11 @@ class Store:
         return self.root / "latest"
 
     @property
+    def hash_cache_path(self) -> Path:
+        """(path, size, mtime_ns) -> content hash of the media files (pipelines.extract.hash_cache)."""
+        return self.root / "hash_cache.parquet"
+
+    @property
     def tmp_dir(self) -> Path:
         return self.root / "tmp"
 
