@@ -50,6 +50,9 @@ class SplitConfig(StrictConfig):
 
 class EvalConfig(StrictConfig):
     min_users: int = Field(200, ge=1, description="a figure resting on fewer users is flagged unreliable")
+    max_users: int | None = Field(None, gt=0, description=(
+        "evaluate a seeded sample of at most this many test users per protocol (a big catalog's nightly cost); "
+        "tables and standard errors then describe the sample, and the report says how many of how many"))
 
 
 class TuneConfig(StrictConfig):

@@ -49,6 +49,7 @@ class Recommender:
     item_ids: np.ndarray  # item_idx -> item_id
     user_ids: np.ndarray  # user_idx -> user_id
     _index: ItemIndex | None = None
+    user_chunk: int = 4096  # users scored together when answering many (memory ~ chunk x candidates x features)
 
     @classmethod
     def fit(cls, interactions: pl.DataFrame, catalog: Catalog, cfg: TrainConfig, weight_kind: str, *,
@@ -106,10 +107,12 @@ class Recommender:
         scores = np.full((len(users), k), -np.inf, dtype=np.float32)
         source = np.full((len(users), k), "", dtype=object)
         warm = np.flatnonzero(has_history)
-        if warm.size:
-            result = self.model.level.run(users[warm], self.model.plan(k), exclude_seen=exclude_seen)
-            lists = recommend(self.model, result, users[warm], k)
-            idx[warm], scores[warm], source[warm] = lists.idx, lists.scores, lists.source
+        # In user chunks: candidates and features of one chunk at a time bound the memory whatever the user count
+        for start in range(0, warm.size, self.user_chunk):
+            rows = warm[start : start + self.user_chunk]
+            result = self.model.level.run(users[rows], self.model.plan(k), exclude_seen=exclude_seen)
+            lists = recommend(self.model, result, users[rows], k)
+            idx[rows], scores[rows], source[rows] = lists.idx, lists.scores, lists.source
         cold = np.flatnonzero(~has_history)
         if cold.size:
             popularity = self.model.level.sources["pop"].popularity

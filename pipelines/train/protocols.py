@@ -28,6 +28,17 @@ log = logging.getLogger(__name__)
 EXTRA_BLOCKS = ("ease_recent", "knn_recent", "seq", "content_recent")
 
 
+def capped(users: np.ndarray, relevant: list[np.ndarray], max_users: int | None, seed: int, name: str):
+    """A seeded sample of at most ``max_users`` test users (all of them when unset or fewer), and the count
+    sampled from, so that the report can say "n of N users"."""
+    if max_users is None or len(users) <= max_users:
+        return users, relevant, len(users)
+    keep = np.sort(np.random.default_rng(seed).choice(len(users), max_users, replace=False))
+    log.info("%s: evaluating a seeded sample of %d of %d test users (train.eval.max_users)", name, max_users,
+             len(users))
+    return users[keep], [relevant[i] for i in keep], len(users)
+
+
 def _popularity(frame: pl.DataFrame, n_items: int) -> np.ndarray:
     return np.bincount(frame["item_idx"].to_numpy(), minlength=n_items).astype(np.float64)
 
@@ -41,6 +52,7 @@ def temporal_protocol(interactions: pl.DataFrame, catalog: Catalog, cfg: TrainCo
     if len(users) == 0:
         raise SplitError("the test split leaves no user with history before their cutoff. Fix: lower "
                          f"train.split.test_share (now {cfg.split.test_share}) or provide a longer log")
+    users, relevant, eligible = capped(users, relevant, cfg.eval.max_users, cfg.seed, "temporal protocol")
     recommender = Recommender.fit(split.train, catalog, cfg, weight_kind, budget=budget)
     fitted = recommender.model
     everything, _ = recommender.candidate_lists(users, max(cfg.eval_ks), split.cutoff_us)
@@ -54,6 +66,7 @@ def temporal_protocol(interactions: pl.DataFrame, catalog: Catalog, cfg: TrainCo
                           popularity=_popularity(split.train, catalog.n_items))
     against = ["als", "ease", "item_knn", "popularity", best_content(results)]
     out = {"split": split.kind, "test_share": cfg.split.test_share, "test_users": int(len(users)),
+           "eligible_users": int(eligible),
            "test_positives": int(sum(r.size for r in relevant)), "table": summaries(results, relevant),
            "paired": paired(results, "full", against),
            "reliability": reliability("temporal protocol", len(users), cfg.eval.min_users),
@@ -74,6 +87,7 @@ def item_cold_protocol(interactions: pl.DataFrame, catalog: Catalog, cfg: TrainC
     if len(users) == 0:
         raise SplitError("the item-cold split leaves no user with both held-out items and other history. Fix: "
                          "lower train.item_cold.min_interactions or set train.item_cold.enabled = false.")
+    users, relevant, eligible = capped(users, relevant, cfg.eval.max_users, cfg.seed, "item-cold protocol")
     recommender = Recommender.fit(split.train, catalog, cfg, weight_kind, tuned=tuned, budget=Budget(0))
     fitted = recommender.model
     cold = np.zeros(catalog.n_items, dtype=bool)
@@ -88,7 +102,7 @@ def item_cold_protocol(interactions: pl.DataFrame, catalog: Catalog, cfg: TrainC
     popularity = _popularity(split.train, catalog.n_items)
     held = score_lists(held_out, relevant, ks=cfg.eval_ks, n_items=catalog.n_items, popularity=popularity)
     every = score_lists(all_items, relevant, ks=cfg.eval_ks, n_items=catalog.n_items, popularity=popularity)
-    return {"cold_items": int(cold.sum()), "test_users": int(len(users)),
+    return {"cold_items": int(cold.sum()), "test_users": int(len(users)), "eligible_users": int(eligible),
             "test_positives": int(sum(r.size for r in relevant)), "new_item_scorer": fitted.new_item_scorer,
             "held_out": {"table": summaries(held, relevant),
                          "paired": paired(held, "full", [name for name in (best_content(held), "als_content_map")

@@ -33,6 +33,12 @@ def _guard_lines(title: str, guard: dict) -> list[str]:
     return lines
 
 
+def _users(protocol: dict) -> str:
+    """"610 users", or "500 of 610 users (seeded sample)" under train.eval.max_users."""
+    tested, eligible = protocol["test_users"], protocol.get("eligible_users", protocol["test_users"])
+    return f"{tested} users" if tested == eligible else f"{tested} of {eligible} users (seeded sample)"
+
+
 def format_report(metrics: dict) -> str:
     temporal, min_users = metrics["temporal"], metrics["temporal"]["reliability"]["min_users"]
     published = metrics["production"]["published"]
@@ -41,13 +47,13 @@ def format_report(metrics: dict) -> str:
              f"{published['new_item_positions']}",
              f"weights read as: {metrics['weight_kind']}", "",
              format_table(f"temporal protocol ({temporal['split']} split, last {temporal['test_share']:.0%} held "
-                          f"out; {temporal['test_users']} users, {temporal['test_positives']} positives)",
+                          f"out; {_users(temporal)}, {temporal['test_positives']} positives)",
                           temporal["table"], cold=False, min_users=min_users)]
     diffs = [("temporal", temporal["paired"])]
     if metrics.get("item_cold"):
         cold = metrics["item_cold"]
         parts.append(format_table(f"item-cold protocol: ranking the {cold['cold_items']} held-out items "
-                                  f"(full = new-item scorer: {cold['new_item_scorer']})",
+                                  f"(full = new-item scorer: {cold['new_item_scorer']}; {_users(cold)})",
                                   cold["held_out"]["table"], cold=False, min_users=min_users))
         parts.append(format_table("item-cold protocol: ranking all items (full = published lists, exposure "
                                   f"positions {cold['all_items']['exposure_positions']})",

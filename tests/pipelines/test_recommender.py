@@ -77,6 +77,9 @@ def test_fit_is_deterministic_and_round_trips_through_save(tmp_path):
     ids, scores = first.recommend(users, k=8)
     ids_again, scores_again = again.recommend(users, k=8)
     assert ids.tolist() == ids_again.tolist() and np.allclose(scores, scores_again)
+    again.user_chunk = 3  # answering in small user chunks gives the same lists
+    chunked, chunked_scores = again.recommend(users, k=8)
+    assert chunked.tolist() == ids.tolist() and np.allclose(chunked_scores, scores)
 
     first.save(tmp_path / "saved")
     loaded = Recommender.load(tmp_path / "saved")
