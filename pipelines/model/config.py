@@ -50,6 +50,9 @@ class SplitConfig(StrictConfig):
 
 class EvalConfig(StrictConfig):
     min_users: int = Field(200, ge=1, description="a figure resting on fewer users is flagged unreliable")
+    every: int = Field(1, ge=0, description=(
+        "run the test protocols on every run (1), on one run in `every` (a big catalog's nightly cost: the runs "
+        "between publish the model fitted on everything, its guard decided on validation), or never (0)"))
     max_users: int | None = Field(None, gt=0, description=(
         "evaluate a seeded sample of at most this many test users per protocol (a big catalog's nightly cost); "
         "tables and standard errors then describe the sample, and the report says how many of how many"))

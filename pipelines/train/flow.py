@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -12,6 +13,7 @@ from prefect import flow
 
 from pipelines.config import PipelineConfig
 from pipelines.model.procedure import Catalog
+from pipelines.model.recommender import Recommender
 from pipelines.model.tuning import Budget
 from pipelines.store.layout import Store, utc_now
 from pipelines.train.inputs import TrainInputs, load_train_inputs
@@ -44,16 +46,24 @@ def _train_and_publish(cfg: PipelineConfig, store: Store) -> dict:
     weight_kind = resolve_weight_kind(cfg.train.weight_kind, inputs.interactions["weight"].to_numpy())
     catalog = Catalog(inputs.item_ids, inputs.tables, inputs.user_ids)
     budget = Budget(cfg.train.tune.seconds)
-    temporal, tested = temporal_protocol(inputs.interactions, catalog, cfg.train, weight_kind, budget)
-    metrics, timings = {"weight_kind": weight_kind, "temporal": temporal}, {"temporal_s": temporal["seconds"]}
-    if cfg.train.item_cold.enabled:
-        metrics["item_cold"] = item_cold_protocol(inputs.interactions, catalog, cfg.train, weight_kind,
-                                                  tested.model.tuned)
-        timings["item_cold_s"] = metrics["item_cold"]["seconds"]
+    metrics, timings = {"weight_kind": weight_kind}, {}
+    evaluate, metrics["evaluation"] = evaluation_due(store, cfg.train.eval.every)
+    if evaluate:
+        metrics["temporal"], tested = temporal_protocol(inputs.interactions, catalog, cfg.train, weight_kind, budget)
+        timings["temporal_s"] = metrics["temporal"]["seconds"]
+        if cfg.train.item_cold.enabled:
+            metrics["item_cold"] = item_cold_protocol(inputs.interactions, catalog, cfg.train, weight_kind,
+                                                      tested.model.tuned)
+            timings["item_cold_s"] = metrics["item_cold"]["seconds"]
+    else:
+        log.info("test protocols skipped: %s", metrics["evaluation"]["why"])
     run = store.new_run_dir()
     try:
         t0 = time.perf_counter()
-        production = tested.refit(inputs.interactions, catalog)  # the tested model, sources refitted on all
+        if evaluate:  # the tested model, its sources refitted on everything
+            production = tested.refit(inputs.interactions, catalog)
+        else:  # the same procedure (tuning, guard on validation) on everything
+            production = Recommender.fit(inputs.interactions, catalog, cfg.train, weight_kind, budget=budget)
         metrics["production"] = publish_production(production, run)
         timings["production_s"] = round(time.perf_counter() - t0, 2)
         report = format_report(metrics)
@@ -69,6 +79,33 @@ def _train_and_publish(cfg: PipelineConfig, store: Store) -> dict:
     log.info("published %s in %.1fs", final, timings["total_s"])
     prune_runs(store, cfg.store.keep_runs)
     return {"run_dir": str(final), "wall_s": timings["total_s"], "metrics": metrics}
+
+
+def evaluation_due(store: Store, every: int) -> tuple[bool, dict]:
+    """Whether this run runs the test protocols (train.eval.every), and why, naming the last evaluated run."""
+    last = None
+    published = []  # newest first (two runs can share a second: order by when their metrics were written)
+    for run in store.runs_dir.glob("[0-9]*T*Z-*") if store.runs_dir.exists() else []:
+        try:
+            published.append(((run / "metrics.json").stat().st_mtime_ns, run))
+        except OSError:
+            continue
+    since = 0
+    for _, run in sorted(published, reverse=True):
+        try:
+            evaluated = json.loads((run / "metrics.json").read_text()).get("evaluation", {}).get("evaluated", True)
+        except (OSError, ValueError):
+            continue
+        if evaluated:
+            last = run.name
+            break
+        since += 1
+    if every == 0:
+        return False, {"evaluated": False, "why": "train.eval.every = 0 (never)", "last_evaluated_run": last}
+    due = last is None or since + 1 >= every
+    why = (f"train.eval.every = {every}: {since} run(s) published since the last evaluated one ({last})"
+           if last else f"train.eval.every = {every}: no evaluated run yet")
+    return due, {"evaluated": due, "why": why, "last_evaluated_run": last}
 
 
 def prune_runs(store: Store, keep: int) -> None:

@@ -40,8 +40,15 @@ def _users(protocol: dict) -> str:
 
 
 def format_report(metrics: dict) -> str:
-    temporal, min_users = metrics["temporal"], metrics["temporal"]["reliability"]["min_users"]
     published = metrics["production"]["published"]
+    if "temporal" not in metrics:
+        evaluation = metrics.get("evaluation", {})
+        return "\n".join([f"published: {published['model']} - {published['why']}",
+                          f"new items: scored by {published['new_item_scorer']}, reserved list positions "
+                          f"{published['new_item_positions']}", f"weights read as: {metrics['weight_kind']}", "",
+                          f"test protocols not run this time ({evaluation.get('why', '')}); the last evaluated "
+                          f"run: {evaluation.get('last_evaluated_run') or 'none'}"])
+    temporal, min_users = metrics["temporal"], metrics["temporal"]["reliability"]["min_users"]
     parts = [f"published: {published['model']} - {published['why']}",
              f"new items: scored by {published['new_item_scorer']}, reserved list positions "
              f"{published['new_item_positions']}",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from pipelines.train.flow import run_training
@@ -29,3 +31,23 @@ def test_a_capped_run_reports_how_many_of_how_many_users(tmp_path):
     assert temporal["table"]["full"]["n_users"] == 12
     report = (tmp_path / "store" / "latest" / "report.txt").read_text()
     assert f"12 of {temporal['eligible_users']} users (seeded sample)" in report
+
+
+def test_a_cadence_runs_the_protocols_on_one_run_in_n_and_says_so(tmp_path):
+    """every=2: evaluated, skipped (the model fitted on everything, published with its validation guard),
+    evaluated again."""
+    interactions = clustered_store(tmp_path)
+    cfg = train_config(tmp_path, interactions, [
+        "train.tune.enabled=false", "train.modalities=['text']", "train.item_cold.enabled=false",
+        "train.eval.every=2", "train.eval.min_users=5"])
+    first = run_training(cfg)["metrics"]
+    second = run_training(cfg)
+    third = run_training(cfg)["metrics"]
+    assert first["evaluation"]["evaluated"] and "temporal" in first
+    skipped = second["metrics"]
+    assert not skipped["evaluation"]["evaluated"] and "temporal" not in skipped
+    assert skipped["evaluation"]["last_evaluated_run"] is not None
+    report = (Path(second["run_dir"]) / "report.txt").read_text()
+    assert "test protocols not run this time (train.eval.every = 2" in report
+    assert (Path(second["run_dir"]) / "topk.parquet").exists() and skipped["production"]["published"]["model"]
+    assert third["evaluation"]["evaluated"] and "temporal" in third
