@@ -148,6 +148,15 @@ class ItemColdConfig(StrictConfig):
     min_interactions: int = Field(5, ge=1)
 
 
+class ScoringConfig(StrictConfig):
+    """How the published lists are scored: user partitions, in this process or on a Dask cluster."""
+
+    engine: Literal["local", "dask"] = "local"
+    partition_users: int = Field(20000, gt=0, description="users per partition (memory ~ partition x candidates)")
+    workers: int = Field(2, gt=0, description="worker processes of a local Dask cluster")
+    dask_address: str | None = Field(None, description="an existing Dask scheduler; a local cluster when unset")
+
+
 class TrainConfig(StrictConfig):
     weight_kind: Literal["auto", "rating", "count"] = Field(
         "auto", description="what `weight` means: rating (explicit), count (implicit strength), or auto-detect")
@@ -166,6 +175,7 @@ class TrainConfig(StrictConfig):
     ranker: RankerConfig = RankerConfig()
     new_items: NewItemsConfig = NewItemsConfig()
     item_cold: ItemColdConfig = ItemColdConfig()
+    scoring: ScoringConfig = ScoringConfig()
     top_k: int = Field(50, gt=0)
     similar_k: int = Field(20, gt=0)
     eval_ks: tuple[int, ...] = (10, 20)

@@ -17,10 +17,10 @@ from pipelines.model.recommender import Recommender
 from pipelines.model.space import ItemSpace
 from pipelines.store.parquet_io import write_parquet_atomic, write_text_atomic
 from pipelines.train.report import decision
+from pipelines.train.scoring import topk_frame
 
 PACKAGES = ("torch", "transformers", "timm", "faiss-cpu", "lightgbm", "implicit", "polars", "pyarrow", "prefect",
             "numpy")
-TOPK_SCHEMA = {"user_id": pl.String, "rank": pl.Int32, "item_id": pl.String, "score": pl.Float32, "source": pl.String}
 
 
 def _vectors_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
@@ -67,27 +67,14 @@ def write_json(run: Path, name: str, payload: dict) -> None:
     write_text_atomic(json.dumps(payload, indent=2, default=str), run / name)
 
 
-def topk_frame(recommender: Recommender, k: int) -> pl.DataFrame:
-    """Every user's published list (popularity, flagged `popularity_fallback`, for users whose every interaction
-    names an unknown item), as the recommender answers it."""
-    lists = recommender.lists(np.arange(len(recommender.user_ids)), k)
-    rows, ranks = np.nonzero(lists.idx >= 0)
-    frame = pl.DataFrame({"user_id": recommender.user_ids[lists.users[rows]].astype(str),
-                          "rank": (ranks + 1).astype(np.int32),
-                          "item_id": recommender.item_ids[lists.idx[rows, ranks]].astype(str),
-                          "score": lists.scores[rows, ranks].astype(np.float32),
-                          "source": lists.source[rows, ranks].astype(str)})
-    return frame.select(list(TOPK_SCHEMA)).cast(TOPK_SCHEMA).sort("user_id", "rank")
-
-
 def publish_production(production: Recommender, run: Path) -> dict:
     """The production recommender saved into ``run`` (loadable with ``Recommender.load``), and its outputs."""
     model, cfg = production.model, production.model.cfg
-    frame = topk_frame(production, cfg.top_k)
+    production.save(run)  # first: Dask workers score from the saved model
+    frame = topk_frame(production, cfg.top_k, cfg.scoring, run)
     write_parquet_atomic(frame, run / "topk.parquet")
     write_parquet_atomic(similar_items_frame(production, cfg.similar_k), run / "similar_items.parquet")
     write_fused_items(run, model.space)
-    production.save(run)
     new = ~model.level.ctx.item_has_history
     slots = frame.filter(pl.col("source") == "new_item_slot")
     return {"published": decision(model), "users": len(production.user_ids),
