@@ -71,25 +71,41 @@ class Recommender:
 
     # --- what the protocols score -----------------------------------------------------------------------------
     def candidate_lists(self, users: np.ndarray, k: int, cutoff_us: np.ndarray | None = None,
-                        ) -> tuple[dict[str, np.ndarray], object]:
-        """Item-position lists of user positions ``users`` at their own ``cutoff_us``, in one pass: "full" (the
-        ranker), "published" (with the exposure policy) and every candidate block alone; and the block result."""
+                        ) -> dict[str, np.ndarray]:
+        """Item-position lists of user positions ``users`` at their own ``cutoff_us``: "full" (the ranker),
+        "published" (with the exposure policy) and every candidate block alone; in user chunks."""
+        return self._chunked(users, lambda chunk: self._candidate_lists(chunk, k, cutoff_us))
+
+    def _candidate_lists(self, users: np.ndarray, k: int, cutoff_us: np.ndarray | None) -> dict[str, np.ndarray]:
         result = self.model.level.run(users, self.model.plan(k), cutoff_us)
         lists = dict(result.lists)
         full = ranked(self.model, result, users, k, "ranker")
         lists["full"] = full[0]
         reuse = full if self.model.published == "ranker" else None
         lists["published"] = recommend(self.model, result, users, k, ranked_lists=reuse).idx
-        return lists, result
+        return lists
 
     def new_item_lists(self, users: np.ndarray, new_items: np.ndarray, k: int) -> dict[str, np.ndarray]:
-        """Rankings of ``new_items`` only: "full" (the new-item scorer the guard chose) and each content scorer."""
+        """Rankings of ``new_items`` only: "full" (the new-item scorer the guard chose) and each content scorer;
+        in user chunks."""
         plan = BlockPlan({}, rank_depth=self.model.cfg.candidates.rank_depth, list_k=k, new_items=new_items,
                          new_depth=NEW_DEPTH)
-        result = self.model.level.run(users, plan)
-        out = {"full": new_item_ranking(self.model, result, users, new_items, k)[0]}
-        out.update({name: lists for name, lists in result.lists.items() if name.startswith("new/")})
-        return out
+
+        def chunk_lists(chunk: np.ndarray) -> dict[str, np.ndarray]:
+            result = self.model.level.run(chunk, plan)
+            out = {"full": new_item_ranking(self.model, result, chunk, new_items, k)[0]}
+            out.update({name: lists for name, lists in result.lists.items() if name.startswith("new/")})
+            return out
+
+        return self._chunked(users, chunk_lists)
+
+    def _chunked(self, users: np.ndarray, lists_of) -> dict[str, np.ndarray]:
+        """``lists_of(chunk) -> {name: (n, k) lists}`` over user chunks, rows stacked in ``users``' order."""
+        users = np.asarray(users, dtype=np.int64)
+        parts = [lists_of(users[start : start + self.user_chunk]) for start in range(0, len(users), self.user_chunk)]
+        if not parts:
+            return {}
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     # --- answering ---------------------------------------------------------------------------------------------
     @staticmethod

@@ -55,7 +55,7 @@ def temporal_protocol(interactions: pl.DataFrame, catalog: Catalog, cfg: TrainCo
     users, relevant, eligible = capped(users, relevant, cfg.eval.max_users, cfg.seed, "temporal protocol")
     recommender = Recommender.fit(split.train, catalog, cfg, weight_kind, budget=budget)
     fitted = recommender.model
-    everything, _ = recommender.candidate_lists(users, max(cfg.eval_ks), split.cutoff_us)
+    everything = recommender.candidate_lists(users, max(cfg.eval_ks), split.cutoff_us)
     lists = {"full": everything["full"]}
     if fitted.published != "ranker":
         lists["published"] = everything["published"]
@@ -96,7 +96,7 @@ def item_cold_protocol(interactions: pl.DataFrame, catalog: Catalog, cfg: TrainC
     new_lists = recommender.new_item_lists(users, cold, k)
     held_out = {"full": new_lists["full"], "als_content_map": new_lists["new/als"]}
     held_out.update({name[4:]: lists for name, lists in new_lists.items() if name.startswith("new/content")})
-    everything, _ = recommender.candidate_lists(users, k)
+    everything = recommender.candidate_lists(users, k)
     published = everything["published"]
     all_items = {"full": published, **{name: everything[block] for name, block in BASELINES.items()}}
     popularity = _popularity(split.train, catalog.n_items)

@@ -77,9 +77,12 @@ def test_fit_is_deterministic_and_round_trips_through_save(tmp_path):
     ids, scores = first.recommend(users, k=8)
     ids_again, scores_again = again.recommend(users, k=8)
     assert ids.tolist() == ids_again.tolist() and np.allclose(scores, scores_again)
+    whole = again.candidate_lists(np.arange(12), 8)
     again.user_chunk = 3  # answering in small user chunks gives the same lists
     chunked, chunked_scores = again.recommend(users, k=8)
     assert chunked.tolist() == ids.tolist() and np.allclose(chunked_scores, scores)
+    in_chunks = again.candidate_lists(np.arange(12), 8)
+    assert whole.keys() == in_chunks.keys() and all(np.array_equal(whole[n], in_chunks[n]) for n in whole)
 
     first.save(tmp_path / "saved")
     loaded = Recommender.load(tmp_path / "saved")
@@ -118,7 +121,8 @@ def test_a_new_candidate_source_is_one_module_and_its_configuration(tmp_path):
     rec = Recommender.fit(inputs.interactions, Catalog(inputs.item_ids, inputs.tables, inputs.user_ids), cfg.train,
                           "count")
     assert rec.model.level.sources["toy"].boost == 2.0
-    lists, result = rec.candidate_lists(np.arange(5), 10)
+    lists = rec.candidate_lists(np.arange(5), 10)
+    result = rec.model.level.run(np.arange(5), rec.model.plan(10))
     assert "toy" in lists and "toy_score" in result.candidates.columns
     assert "toy_score" in rec.model.level.features(result.candidates).feature_names
     rec.save(tmp_path / "saved")
