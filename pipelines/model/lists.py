@@ -48,30 +48,34 @@ def with_new_items(idx: np.ndarray, scores: np.ndarray, new_idx: np.ndarray, new
     """Reserve ``positions`` (1-based) for each user's best new items not already above them.
 
     The other items keep their order and move down; the list keeps its length. A user with no new item to
-    offer keeps their list as it was.
+    offer keeps their list as it was. Vectorised over users: one pass per reserved position.
     """
     n, k = idx.shape
-    out_idx, out_scores = idx.copy(), scores.copy()
+    out_idx, out_scores = idx.copy(), scores.astype(np.float32, copy=True)
     source = np.full((n, k), base_source, dtype=object)
     source[idx < 0] = ""
-    for row in range(n):
-        offers = [(i, s) for i, s in zip(new_idx[row], new_scores[row]) if i >= 0]
-        if not offers:
-            continue
-        items, item_scores, tags = list(idx[row]), list(scores[row]), list(source[row])
-        for position in sorted(p for p in positions if p <= k):
-            taken = set(items[: position - 1])
-            offer = next(((i, s) for i, s in offers if i not in taken), None)
-            if offer is None:
-                break
-            offers.remove(offer)
-            if offer[0] in items:  # ranked lower already: move it up instead of repeating it
-                at = items.index(offer[0])
-                del items[at], item_scores[at], tags[at]
-            items.insert(position - 1, offer[0])
-            item_scores.insert(position - 1, offer[1])
-            tags.insert(position - 1, "new_item_slot")
-        out_idx[row], out_scores[row], source[row] = items[:k], item_scores[:k], tags[:k]
+    offers = np.asarray(new_idx, dtype=np.int64).reshape(n, -1)
+    offer_scores = np.asarray(new_scores, dtype=np.float32).reshape(n, -1)
+    unused = offers >= 0
+    active = unused.any(axis=1)  # a user stops at the first position with nothing left to offer
+    rows = np.arange(n)
+    for position in sorted(p for p in positions if p <= k):
+        above = out_idx[:, : position - 1]
+        available = unused & ~(offers[:, :, None] == above[:, None, :]).any(axis=2)
+        active &= available.any(axis=1)
+        if not active.any():
+            break
+        choice = available.argmax(axis=1)
+        item, score = offers[rows, choice], offer_scores[rows, choice]
+        unused[rows[active], choice[active]] = False
+        # below the slot: the list from the slot on, without the offered item if it was ranked lower already
+        tail = slice(position - 1, k)
+        keep = out_idx[:, tail] != item[:, None]
+        order = np.argsort(~keep, axis=1, kind="stable")[:, : k - position]
+        slot = np.full((n, 1), "new_item_slot", dtype=object)
+        for array, head in ((out_idx, item[:, None]), (out_scores, score[:, None]), (source, slot)):
+            moved = np.take_along_axis(array[:, tail], order, axis=1)
+            array[active, tail] = np.concatenate([head, moved], axis=1)[active]
     return Lists(np.arange(n), out_idx, out_scores, source)
 
 

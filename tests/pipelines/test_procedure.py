@@ -43,6 +43,47 @@ def test_new_items_take_the_reserved_positions_and_nothing_repeats():
     assert unchanged.idx.tolist() == idx.tolist() and set(unchanged.source.ravel()) == {"ease"}
 
 
+def _one_user_at_a_time(idx, scores, new_idx, new_scores, positions, base_source):
+    """The exposure policy written plainly, user by user: what the vectorised one must equal."""
+    n, k = idx.shape
+    out_idx, out_scores = idx.copy(), scores.copy()
+    source = np.full((n, k), base_source, dtype=object)
+    source[idx < 0] = ""
+    for row in range(n):
+        offers = [(i, s) for i, s in zip(new_idx[row], new_scores[row], strict=True) if i >= 0]
+        items, item_scores, tags = list(idx[row]), list(scores[row]), list(source[row])
+        for position in sorted(p for p in positions if p <= k):
+            offer = next(((i, s) for i, s in offers if i not in set(items[: position - 1])), None)
+            if offer is None:
+                break
+            offers.remove(offer)
+            if offer[0] in items:
+                at = items.index(offer[0])
+                del items[at], item_scores[at], tags[at]
+            items.insert(position - 1, offer[0])
+            item_scores.insert(position - 1, offer[1])
+            tags.insert(position - 1, "new_item_slot")
+        out_idx[row], out_scores[row], source[row] = items[:k], item_scores[:k], tags[:k]
+    return out_idx, out_scores, source
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_vectorised_exposure_policy_equals_the_plain_one(seed):
+    rng = np.random.default_rng(seed)
+    n, k, m = 200, 12, 3
+    idx = np.stack([rng.permutation(30)[:k] for _ in range(n)])
+    idx[rng.random((n, k)) < 0.05] = -1  # some short lists
+    scores = np.sort(rng.random((n, k)).astype(np.float32), axis=1)[:, ::-1].copy()
+    new_idx = np.where(rng.random((n, m)) < 0.8, rng.integers(0, 30, (n, m)), -1)
+    new_scores = rng.random((n, m)).astype(np.float32)
+    positions = (3, 7, 12)
+    got = with_new_items(idx, scores, new_idx, new_scores, positions, "ranker")
+    want_idx, want_scores, want_source = _one_user_at_a_time(idx, scores, new_idx, new_scores, positions, "ranker")
+    assert got.idx.tolist() == want_idx.tolist()
+    np.testing.assert_array_equal(got.scores, want_scores)
+    assert got.source.tolist() == want_source.tolist()
+
+
 def _log(seed=0, n_users=60, n_items=80, days=200):
     rng = np.random.default_rng(seed)
     launch = np.sort(rng.uniform(0, days * 0.8, n_items))  # items appear over time
