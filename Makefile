@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= pipelines/presets/demo.toml
 ENGINE ?= prefect
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 # The nightly schedule: a real Prefect server on loopback (`make server`) and the deployment served against it.
 PREFECT_PORT ?= 4200
 PREFECT_SERVER_HOME ?= $(CURDIR)/.prefect
@@ -20,7 +21,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo-data validate extract train server serve lint test bench clean
+.PHONY: help install demo-data validate extract train server serve lint test bench bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -56,8 +57,11 @@ test: install ## run the test suite (fails if no test ran)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-bench: install ## speed benchmarks (ratios against a same-process baseline)
-	@echo "make bench: not available yet (lands with the benchmarks issue)" >&2; exit 1
+bench: install ## speed benchmarks, ratios against a same-process baseline (BENCH_ARGS=--quick, --only topk)
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-gpu: install ## extractor benchmarks on CUDA, fp32 vs bf16 (on a GPU machine; without one it says so)
+	$(PY) -m bench.gpu
 
 clean: ## remove the venv, generated demo data and the store
 	rm -rf $(VENV) data store .pytest_cache
