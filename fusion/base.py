@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +75,29 @@ class FusionBase:
             self.normalizers_[name] = norm
         return out
 
+    def fit_samples(self, samples: Iterable[tuple[str, np.ndarray]]):
+        """Fit on ``(modality, present rows)`` samples, one modality at a time, for a fusion that learns nothing
+        but its normalisers: a large catalog fits on a seeded sample, then is fused in streamed batches."""
+        if self.learns_from:
+            raise FusionInputError(f"'{self.method}' fusion learns from {sorted(self.learns_from)}: fit it on the "
+                                   "aligned blocks of the whole catalog with fit(blocks, ...)")
+        self._check_params()
+        self.modalities_, self.input_dims_, self.normalizers_ = (), {}, {}
+        for name, rows in samples:
+            if len(rows) == 0:
+                raise FusionInputError(f"modality '{name}' has no rows to fit on; drop it or extract it first")
+            self.normalizers_[name] = self._make_normalizer(name, int(rows.shape[1])).fit(rows)
+            self.modalities_ += (name,)
+            self.input_dims_[name] = int(rows.shape[1])
+        return self._complete_fit()
+
+    def _check_params(self) -> None:
+        """Constructor parameters checked before fitting (none by default)."""
+
+    def _complete_fit(self):
+        """What a fit sets once the normalisers are fitted (weights, output dim); returns self."""
+        raise NotImplementedError
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "dim_"):
             raise NotFittedError(
@@ -139,6 +162,14 @@ class FusionBase:
 
     def _load_state(self, directory: Path) -> None:
         """Restore what _save_state wrote."""
+
+    def fuse(self, normed: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+        """Fused rows from blocks already normalised by this fusion's normalisers (``mask``: bool (n, modalities)
+        in the fitted order): what transform() does after normalising, usable on item chunks."""
+        raise NotImplementedError
+
+    def transform(self, blocks: AlignedBlocks) -> np.ndarray:
+        return self.fuse(*self._normalized(blocks))
 
     def fit_transform(self, blocks: AlignedBlocks, **fit_kwargs) -> np.ndarray:
         return self.fit(blocks, **fit_kwargs).transform(blocks)

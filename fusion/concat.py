@@ -59,13 +59,16 @@ class ConcatFusion(FusionBase):
         self, blocks: AlignedBlocks, *, pairs: np.ndarray | None = None, targets: np.ndarray | None = None
     ) -> ConcatFusion:
         """Fit the per-modality normalisers; ``pairs`` / ``targets`` are accepted and unused."""
-        self.weights_ = resolve_weights(self.weights, tuple(blocks.modalities))
+        resolve_weights(self.weights, tuple(blocks.modalities))  # bad weights fail before any fitting
         self._fit_normalizers(blocks)
+        return self._complete_fit()
+
+    def _complete_fit(self) -> ConcatFusion:
+        self.weights_ = resolve_weights(self.weights, self.modalities_)
         self.dim_ = sum(self.normalizers_[m].dim_ for m in self._active())
         return self
 
-    def transform(self, blocks: AlignedBlocks) -> np.ndarray:
-        normed, _ = self._normalized(blocks)
+    def fuse(self, normed: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
         parts = [np.sqrt(self.weights_[m]) * normed[m] for m in self._active()]
         return l2_normalize(np.concatenate(parts, axis=1).astype(np.float32))
 

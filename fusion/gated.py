@@ -237,12 +237,12 @@ class GatedFusion(FusionBase):
             present = torch.where(kept.any(dim=1, keepdim=True), kept, present)
         return self.net_([x[rows] for x in xs], present)
 
-    def transform(self, blocks: AlignedBlocks) -> np.ndarray:
-        normed, mask = self._normalized(blocks)
-        out = np.zeros((blocks.n_items, self.dim_), dtype=np.float32)
+    def fuse(self, normed: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+        n_items = mask.shape[0]
+        out = np.zeros((n_items, self.dim_), dtype=np.float32)
         mask_t = torch.from_numpy(np.ascontiguousarray(mask))
         with torch.inference_mode(), _torch_threads(self.num_threads):
-            for start in range(0, blocks.n_items, _INFER_BATCH):
+            for start in range(0, n_items, _INFER_BATCH):
                 sl = slice(start, start + _INFER_BATCH)
                 xs = [torch.from_numpy(normed[m][sl]) for m in self.modalities_]
                 out[sl] = self.net_(xs, mask_t[sl]).numpy()

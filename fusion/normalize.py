@@ -13,11 +13,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+import scipy.linalg
 
 from fusion.errors import NormalizerError, NotFittedError
 
 logger = logging.getLogger(__name__)
 _NORM_EPS = 1e-12
+_COV_CHUNK = 16_384  # rows per float64 piece of the covariance
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -37,15 +39,22 @@ def _present_rows(x: np.ndarray, present: np.ndarray | None) -> np.ndarray:
     return present
 
 
-def _principal_axes(xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvectors (d, d) and eigenvalues (d,) of the covariance, largest first, with a fixed sign."""
-    cov = (xc.T @ xc) / max(xc.shape[0] - 1, 1)
-    eigvals, eigvecs = np.linalg.eigh(cov)
+def _principal_axes(rows: np.ndarray, mean: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The top ``k`` eigenvectors (d, k) and eigenvalues (k,) of the covariance of ``rows`` around ``mean``,
+    largest first, with a fixed sign, and the total variance. The covariance is accumulated in float64 over row
+    chunks (no float64 copy of all rows), and only the kept axes are computed (LAPACK's subset driver)."""
+    n, d = rows.shape
+    cov = np.zeros((d, d), dtype=np.float64)
+    for start in range(0, n, _COV_CHUNK):
+        centred = rows[start:start + _COV_CHUNK].astype(np.float64) - mean
+        cov += centred.T @ centred
+    cov /= max(n - 1, 1)
+    eigvals, eigvecs = scipy.linalg.eigh(cov, subset_by_index=[d - k, d - 1])
     order = np.argsort(eigvals)[::-1]
     eigvals, eigvecs = np.clip(eigvals[order], 0.0, None), eigvecs[:, order]
     # Eigenvector signs are arbitrary; fix them so refits on the same data give the same axes.
     flip = np.sign(eigvecs[np.abs(eigvecs).argmax(axis=0), np.arange(eigvecs.shape[1])])
-    return eigvecs * np.where(flip == 0, 1.0, flip), eigvals
+    return eigvecs * np.where(flip == 0, 1.0, flip), eigvals, float(np.clip(np.trace(cov), 0.0, None))
 
 
 class BlockNormalizer:
@@ -71,27 +80,26 @@ class BlockNormalizer:
 
     def fit(self, vectors: np.ndarray, present: np.ndarray | None = None) -> BlockNormalizer:
         """Fit on the rows flagged in ``present`` (all rows when None)."""
-        x = np.asarray(vectors, dtype=np.float64)
+        x = np.asarray(vectors)
         if x.ndim != 2:
             raise NormalizerError(f"vectors have shape {x.shape}; expected a 2-D array (n, dim)")
         self._check_params()
-        rows = x[_present_rows(x, present)]
+        rows = x[_present_rows(x, present)]  # as given (float32): float64 only per chunk, below
         if rows.shape[0] == 0:
             raise NormalizerError("no present rows to fit on; drop this modality or supply its vectors")
         center = self.center and rows.shape[0] > 1
         if self.center and not center:
             logger.warning("one present row: not centring (it would become a zero vector)")
-        self.mean_ = rows.mean(axis=0) if center else np.zeros(x.shape[1])
+        self.mean_ = rows.mean(axis=0, dtype=np.float64) if center else np.zeros(x.shape[1])
         self.components_ = None
         self.scale_ = None
         if self.pca_dim is not None or self.whiten:
-            axes, variances = _principal_axes(rows - self.mean_)
             # pca_dim is an upper bound: one setting serves modalities of different widths
             k = min(self.pca_dim or x.shape[1], x.shape[1])
-            self.components_ = axes[:, :k]
+            self.components_, variances, total = _principal_axes(rows, self.mean_, k)
             if self.whiten:
-                self.scale_ = 1.0 / np.sqrt(variances[:k] + self.eps)
-            kept = variances[:k].sum() / max(variances.sum(), _NORM_EPS)
+                self.scale_ = 1.0 / np.sqrt(variances + self.eps)
+            kept = variances.sum() / max(total, _NORM_EPS)
             logger.debug("normaliser keeps %d dims, %.3f of the variance", k, kept)
         self.n_features_in_ = int(x.shape[1])
         self.dim_ = int(self.components_.shape[1]) if self.components_ is not None else self.n_features_in_

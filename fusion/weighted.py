@@ -44,16 +44,22 @@ class WeightedFusion(FusionBase):
         self, blocks: AlignedBlocks, *, pairs: np.ndarray | None = None, targets: np.ndarray | None = None
     ) -> WeightedFusion:
         """Fit per-modality PCA; ``pairs`` / ``targets`` are accepted and unused."""
+        self._check_params()
+        resolve_weights(self.weights, tuple(blocks.modalities))  # bad weights fail before any fitting
+        self._fit_normalizers(blocks)
+        return self._complete_fit()
+
+    def _check_params(self) -> None:
         if not isinstance(self.dim, int) or self.dim < 1:
             raise FusionInputError(f"dim={self.dim!r} must be a positive int, e.g. 64")
-        self.weights_ = resolve_weights(self.weights, tuple(blocks.modalities))
-        self._fit_normalizers(blocks)
+
+    def _complete_fit(self) -> WeightedFusion:
+        self.weights_ = resolve_weights(self.weights, self.modalities_)
         self.dim_ = self.dim
         return self
 
-    def transform(self, blocks: AlignedBlocks) -> np.ndarray:
-        normed, _ = self._normalized(blocks)
-        fused = np.zeros((blocks.n_items, self.dim_), dtype=np.float32)
+    def fuse(self, normed: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+        fused = np.zeros((mask.shape[0], self.dim_), dtype=np.float32)
         for name in self.modalities_:
             block = normed[name]  # missing rows are already zeros, so they add nothing
             fused[:, : block.shape[1]] += np.float32(self.weights_[name]) * block

@@ -28,6 +28,9 @@ class FusionConfig(StrictConfig):
     dim: int = Field(64, gt=0, description="common dim of the weighted and gated methods")
     epochs: int = Field(30, gt=0, description="gated only")
     gated_target: Literal["pairs", "factors"] = "pairs"
+    fit_items: int = Field(200_000, ge=1_000, description=(
+        "catalogs up to this many items are fused in memory; larger ones fit the normalisers on a seeded sample "
+        "of this many items per modality and stream the vectors from the store in batches (concat, weighted)"))
 
 
     @field_validator("method")

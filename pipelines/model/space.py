@@ -17,10 +17,12 @@ from fusion.align import AlignedBlocks, align_modalities
 from fusion.fuse import FUSION_METHODS, make_fusion
 from fusion.pairs import cooccurrence_pairs
 from pipelines.model.config import TrainConfig
+from pipelines.store.vectors import InMemoryVectors, StoredVectors
 from ranker.retrieval.factors import ALSFactors
 from ranker.retrieval.index import ItemIndex, recall_against_exact
 
 log = logging.getLogger(__name__)
+_FUSE_CHUNK = 65_536  # items fused at a time on the streamed path
 
 
 @dataclass
@@ -71,16 +73,20 @@ def _learning_inputs(learns_from: frozenset[str], interactions: pl.DataFrame, n_
                                         max_pairs=50_000, seed=cfg.seed)}
 
 
+def _as_vectors(table) -> InMemoryVectors | StoredVectors:
+    return InMemoryVectors(*table) if isinstance(table, tuple) else table
+
+
 def build_space(item_ids: np.ndarray, tables: dict, interactions: pl.DataFrame, cfg: TrainConfig, *,
                 weights: dict | None = None, with_index: bool = True) -> ItemSpace:
     """Fit the configured fusion (a learned one on ``interactions`` only); ``weights`` override the configured
-    ones."""
-    raw = align_modalities(list(item_ids), tables)
-    fusion = make_fusion(cfg.fusion.method, **_fusion_params(cfg, raw.modalities, weights))
-    fit_args = _learning_inputs(fusion.learns_from, interactions, len(item_ids), cfg)
-    fused = fusion.fit(raw, **fit_args).transform(raw)
-    blocks = {m: fusion.normalizers_[m].transform(raw.blocks[m], raw.present(m)) for m in raw.modalities}
-    aligned = AlignedBlocks(raw.item_ids, raw.modalities, blocks, raw.mask)
+    ones. ``tables``: modality -> InMemoryVectors / StoredVectors (or an (ids, vectors) tuple)."""
+    tables = {m: _as_vectors(t) for m, t in tables.items()}
+    fusion = make_fusion(cfg.fusion.method, **_fusion_params(cfg, tuple(tables), weights))
+    if len(item_ids) <= cfg.fusion.fit_items or fusion.learns_from:
+        aligned, fused = _fuse_in_memory(item_ids, tables, fusion, interactions, cfg)
+    else:
+        aligned, fused = _fuse_streamed(item_ids, tables, fusion, cfg)
     if not with_index:
         return ItemSpace(item_ids, aligned, fused, fusion, None)
     index = ItemIndex.build(fused, kind="auto", seed=cfg.seed)
@@ -90,3 +96,56 @@ def build_space(item_ids: np.ndarray, tables: dict, interactions: pl.DataFrame, 
         recall = recall_against_exact(index, fused, fused[sample], 10)
         log.info("%s index recall@10 against exact search: %.4f", index.kind, recall)
     return ItemSpace(item_ids, aligned, fused, fusion, index, recall)
+
+
+def _fuse_in_memory(item_ids, tables, fusion, interactions, cfg) -> tuple[AlignedBlocks, np.ndarray]:
+    raw = align_modalities(list(item_ids), {m: table.load() for m, table in tables.items()})
+    fit_args = _learning_inputs(fusion.learns_from, interactions, len(item_ids), cfg)
+    fused = fusion.fit(raw, **fit_args).transform(raw)
+    blocks = {m: fusion.normalizers_[m].transform(raw.blocks[m], raw.present(m)) for m in raw.modalities}
+    return AlignedBlocks(raw.item_ids, raw.modalities, blocks, raw.mask), fused
+
+
+def _fuse_streamed(item_ids, tables, fusion, cfg) -> tuple[AlignedBlocks, np.ndarray]:
+    """A catalog over train.fusion.fit_items: the normalisers fit on a seeded sample of each modality, then each
+    modality is read again batch by batch, normalised, and scattered into its (reduced) block; memory is the
+    normalised blocks and the fused vectors, never the raw vectors."""
+    n_items, limit = len(item_ids), cfg.fusion.fit_items
+    rows = {m: _rows_in_catalog(item_ids, table.ids) for m, table in tables.items()}
+    # one modality's sample in memory at a time (its rows in the catalog only)
+    fusion.fit_samples((m, _read_sample(table, rows[m] >= 0, limit, cfg.seed)) for m, table in tables.items())
+    log.info("fusion fitted on a seeded sample of up to %d items per modality (train.fusion.fit_items) of %d; "
+             "streaming the vectors", limit, n_items)
+    modalities = tuple(tables)
+    blocks, mask = {}, np.zeros((n_items, len(modalities)), dtype=bool)
+    for col, (modality, table) in enumerate(tables.items()):
+        normalizer = fusion.normalizers_[modality]
+        blocks[modality] = np.zeros((n_items, normalizer.dim_), dtype=np.float32)
+        for positions, vectors in table.batches():
+            known = rows[modality][positions]
+            keep = known >= 0
+            blocks[modality][known[keep]] = normalizer.transform(vectors[keep])
+            mask[known[keep], col] = True
+    fused = np.zeros((n_items, fusion.dim_), dtype=np.float32)
+    for start in range(0, n_items, _FUSE_CHUNK):
+        sl = slice(start, start + _FUSE_CHUNK)
+        fused[sl] = fusion.fuse({m: blocks[m][sl] for m in fusion.modalities_},
+                                np.stack([mask[sl, modalities.index(m)] for m in fusion.modalities_], axis=1))
+    return AlignedBlocks(tuple(str(i) for i in item_ids), modalities, blocks, mask), fused
+
+
+def _rows_in_catalog(item_ids: np.ndarray, table_ids: np.ndarray) -> np.ndarray:
+    """Row of each table id in the catalog order, -1 where the catalog lacks it."""
+    catalog = pl.DataFrame({"item_id": np.asarray(item_ids).astype(str), "row": np.arange(len(item_ids))})
+    table = pl.DataFrame({"item_id": np.asarray(table_ids).astype(str)}).with_row_index("position")
+    joined = table.join(catalog, on="item_id", how="left").sort("position")
+    return joined["row"].fill_null(-1).to_numpy().astype(np.int64)
+
+
+def _read_sample(table, in_catalog: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """The vectors of a seeded sample of ``size`` of a table's rows that are in the catalog, read in one pass."""
+    candidates = np.flatnonzero(in_catalog)
+    chosen = np.zeros(len(table), dtype=bool)
+    chosen[np.random.default_rng(seed).choice(candidates, min(size, candidates.size), replace=False)] = True
+    vectors = [batch[chosen[positions]] for positions, batch in table.batches()]
+    return np.concatenate(vectors) if vectors else np.zeros((0, table.dim), dtype=np.float32)

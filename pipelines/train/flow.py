@@ -124,7 +124,7 @@ def _manifest(cfg: PipelineConfig, inputs: TrainInputs, timings: dict, metrics: 
             "inputs": {"catalog": cfg.data.catalog, "catalog_sha256": inputs.catalog_sha256,
                        "interactions": cfg.data.interactions, "interactions_sha256": inputs.interactions_sha256,
                        "dropped_unknown_item_rows": inputs.dropped_unknown_items,
-                       "modalities": {m: int(len(ids)) for m, (ids, _) in inputs.tables.items()}},
+                       "modalities": {m: len(table) for m, table in inputs.tables.items()}},
             "packages": package_versions()}
 
 

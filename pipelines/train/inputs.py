@@ -13,6 +13,7 @@ from pipelines.config import PipelineConfig
 from pipelines.contracts import validate_interactions
 from pipelines.errors import PipelineError
 from pipelines.store.layout import Store, StoreError
+from pipelines.store.vectors import InMemoryVectors, StoredVectors
 from pipelines.train.publish import file_sha256
 
 log = logging.getLogger(__name__)
@@ -26,15 +27,16 @@ class TrainInputError(PipelineError):
 class TrainInputs:
     item_ids: np.ndarray  # (n_items,) str; item_idx = position
     user_ids: np.ndarray  # (n_users,) str; user_idx = position
-    tables: dict[str, tuple[np.ndarray, np.ndarray]]  # modality -> (item_ids, vectors)
+    tables: dict[str, InMemoryVectors | StoredVectors]  # modality -> its current vectors
     interactions: pl.DataFrame  # user_idx, item_idx, ts, weight
     dropped_unknown_items: int
     catalog_sha256: str | None = None  # hashed when read, for the run's manifest
     interactions_sha256: str | None = None
 
 
-def load_vectors(store: Store, modalities: tuple[str, ...]) -> tuple[np.ndarray, dict]:
-    """The catalog as last extracted, and the current vectors of each modality that has any."""
+def load_vectors(store: Store, modalities: tuple[str, ...], in_memory_items: int) -> tuple[np.ndarray, dict]:
+    """The catalog as last extracted, and the current vectors of each modality that has any: in memory up to
+    ``in_memory_items`` items, else located in the store and read in batches when the space is built."""
     tables, catalog_ids = {}, set()
     for modality in modalities:
         try:
@@ -43,9 +45,9 @@ def load_vectors(store: Store, modalities: tuple[str, ...]) -> tuple[np.ndarray,
             log.warning("no current %s embeddings; fusing without that modality", modality)
             continue
         catalog_ids.update(keys["item_id"].to_list())
-        frame = store.scan_current(modality).select("item_id", "embedding").collect()
-        if frame.height:
-            tables[modality] = (frame["item_id"].to_numpy(), frame["embedding"].to_numpy().astype(np.float32))
+        stored = store.current_vectors(modality)
+        if len(stored):
+            tables[modality] = InMemoryVectors(*stored.load()) if len(stored) <= in_memory_items else stored
     if not tables:
         raise TrainInputError(f"no current embeddings in {store.root}. Fix: run `make extract` (same CONFIG) first.")
     return np.array(sorted(catalog_ids), dtype=object), tables
@@ -85,7 +87,7 @@ def load_interactions(path: str, item_ids: np.ndarray) -> tuple[pl.DataFrame, np
 
 def load_train_inputs(cfg: PipelineConfig) -> TrainInputs:
     store = Store(Path(cfg.store.root))
-    item_ids, tables = load_vectors(store, cfg.train.modalities)
+    item_ids, tables = load_vectors(store, cfg.train.modalities, cfg.train.fusion.fit_items)
     interactions_sha256 = file_sha256(cfg.data.interactions)
     interactions, user_ids, dropped = load_interactions(cfg.data.interactions, item_ids)
     return TrainInputs(item_ids, user_ids, tables, interactions, dropped, file_sha256(cfg.data.catalog),
