@@ -36,14 +36,22 @@ def write_fused_items(run: Path, space: ItemSpace) -> None:
     write_parquet_atomic(pa.table(columns), run / "fused_items.parquet")
 
 
-def similar_items_frame(recommender: Recommender, k: int) -> pl.DataFrame:
-    """The k nearest other items of every item, as the recommender answers them (items without vectors: none)."""
-    items = np.arange(len(recommender.item_ids))
-    idx, scores = recommender.similar_positions(items, k)
-    rows, ranks = np.nonzero(idx >= 0)
-    return pl.DataFrame({"item_id": recommender.item_ids[rows].astype(str), "rank": (ranks + 1).astype(np.int32),
-                         "similar_item_id": recommender.item_ids[idx[rows, ranks]].astype(str),
-                         "score": scores[rows, ranks].astype(np.float32)})
+SIMILAR_SCHEMA = {"item_id": pl.String, "rank": pl.Int32, "similar_item_id": pl.String, "score": pl.Float32}
+
+
+def similar_items_frame(recommender: Recommender, k: int, chunk: int = 65_536) -> pl.DataFrame:
+    """The k nearest other items of every item, as the recommender answers them (items without vectors: none);
+    queried in item chunks, so the query copies stay bounded whatever the catalog size."""
+    frames = []
+    for start in range(0, len(recommender.item_ids), chunk):
+        items = np.arange(start, min(start + chunk, len(recommender.item_ids)))
+        idx, scores = recommender.similar_positions(items, k)
+        rows, ranks = np.nonzero(idx >= 0)
+        frames.append(pl.DataFrame({"item_id": recommender.item_ids[items[rows]].astype(str),
+                                    "rank": (ranks + 1).astype(np.int32),
+                                    "similar_item_id": recommender.item_ids[idx[rows, ranks]].astype(str),
+                                    "score": scores[rows, ranks].astype(np.float32)}, schema=SIMILAR_SCHEMA))
+    return pl.concat(frames) if frames else pl.DataFrame(schema=SIMILAR_SCHEMA)
 
 
 def file_sha256(path: str) -> str | None:

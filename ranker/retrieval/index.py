@@ -1,9 +1,13 @@
 """FAISS inner-product index over L2-normalised item vectors, its kind chosen by catalog size.
 
-  flat   exact search; below ~20k items it is fast enough and has nothing to tune
-  hnsw   graph search; high recall without training, memory ~ flat + graph
-  ivf    IVF-Flat; cheaper to build than HNSW for millions of items
+  flat   exact search; the automatic choice below 200k items (`make bench`: on batched queries flat beat HNSW
+         at 100k items in speed, 4.2x vs 1.7x numpy, and in recall, exact vs 0.88, and builds in milliseconds)
+  hnsw   graph search; high recall without training, memory ~ flat + graph; one-thread build (reproducible),
+         137 s at 100k items: available by name, never chosen automatically
+  ivf    IVF-Flat; the automatic choice from 200k to 10M items
   ivfpq  IVF-PQ; compressed codes for catalogs too big to hold as float32
+An IVF index built without an explicit nprobe calibrates it: nprobe doubles until recall@10 against exact search,
+on a seeded sample of the indexed vectors as queries, reaches RECALL_TARGET (or every list is probed).
 Search parameters (nprobe, efSearch) live in the faiss index itself, so a saved file read back with a
 plain ``faiss.read_index`` searches exactly like the original.
 """
@@ -22,9 +26,10 @@ from ranker.errors import RankerError
 
 logger = logging.getLogger(__name__)
 INDEX_KINDS = ("flat", "hnsw", "ivf", "ivfpq")
-FLAT_MAX_ITEMS = 20_000
-HNSW_MAX_ITEMS = 1_000_000
+FLAT_MAX_ITEMS = 200_000
 IVF_MAX_ITEMS = 10_000_000
+RECALL_TARGET = 0.95
+CALIBRATION_QUERIES = 256
 
 
 class ItemIndexError(RankerError):
@@ -32,11 +37,9 @@ class ItemIndexError(RankerError):
 
 
 def choose_index_kind(n_items: int) -> str:
-    """'flat' below 20k items, 'hnsw' below 1M, 'ivf' below 10M, else 'ivfpq'."""
+    """'flat' below 200k items, 'ivf' below 10M, else 'ivfpq'."""
     if n_items < FLAT_MAX_ITEMS:
         return "flat"
-    if n_items < HNSW_MAX_ITEMS:
-        return "hnsw"
     return "ivf" if n_items < IVF_MAX_ITEMS else "ivfpq"
 
 
@@ -96,7 +99,40 @@ def _make_ivf(
     index.train(vectors)
     index.add(vectors)
     index.nprobe = min(nlist, nprobe or max(8, nlist // 8))
+    if nprobe is None:
+        _calibrate_nprobe(index, vectors, seed)
     return index
+
+
+def _brute_force_topk(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
+    """Exact top-k item rows of each query, scanning the items in chunks (no second copy of the vectors)."""
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_idx = np.zeros((len(queries), 0), dtype=np.int64)
+    for start in range(0, len(vectors), chunk):
+        scores = np.concatenate([best_scores, queries @ vectors[start:start + chunk].T], axis=1)
+        idx = np.concatenate([best_idx, np.broadcast_to(np.arange(start, start + min(chunk, len(vectors) - start)),
+                                                        (len(queries), min(chunk, len(vectors) - start)))], axis=1)
+        keep = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
+        best_scores, best_idx = np.take_along_axis(scores, keep, 1), np.take_along_axis(idx, keep, 1)
+    return best_idx
+
+
+def _calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, seed: int, k: int = 10) -> None:
+    """Double nprobe until recall@k against exact search reaches RECALL_TARGET on sampled item vectors."""
+    rng = np.random.default_rng(seed)
+    queries = vectors[np.sort(rng.choice(len(vectors), min(CALIBRATION_QUERIES, len(vectors)), replace=False))]
+    queries = queries[np.linalg.norm(queries, axis=1) > 0]
+    if not len(queries):
+        return
+    exact = _brute_force_topk(vectors, queries, k)
+    while True:
+        _, found = index.search(queries, k)
+        recall = np.mean([np.intersect1d(f, e).size / e.size for f, e in zip(found, exact, strict=True)])
+        if recall >= RECALL_TARGET or index.nprobe >= index.nlist:
+            break
+        index.nprobe = min(index.nlist, 2 * index.nprobe)
+    logger.info("ivf nprobe %d of %d lists: recall@%d %.3f against exact on %d sampled items (target %.2f)",
+                index.nprobe, index.nlist, k, recall, len(queries), RECALL_TARGET)
 
 
 def _kind_of(index: faiss.Index) -> str:

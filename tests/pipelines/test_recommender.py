@@ -14,6 +14,7 @@ import pytest
 from pipelines.model.procedure import Catalog
 from pipelines.model.recommender import Recommender, RecommenderError
 from pipelines.train.flow import run_training
+from pipelines.train.publish import similar_items_frame
 from pipelines.train.inputs import load_train_inputs
 from tests.train_helpers import clustered_store, train_config
 
@@ -45,6 +46,8 @@ def test_a_published_run_answers_with_the_lists_its_files_hold(published):
     neighbours, _ = rec.similar_items([first], k=cfg.train.similar_k)
     expected = similar.filter(pl.col("item_id") == first).sort("rank")["similar_item_id"].to_list()
     assert [i for i in neighbours[0] if i is not None] == expected
+    # built in item chunks: the same table whatever the chunk size
+    assert similar_items_frame(rec, cfg.train.similar_k, chunk=7).equals(similar)
 
 
 def test_unknown_users_get_the_popularity_list_and_new_items_are_reachable(published):

@@ -24,7 +24,8 @@ def _clustered(n: int, dim: int, seed: int, n_queries: int = 200) -> tuple[np.nd
 
 def test_choose_index_kind_by_catalog_size():
     assert choose_index_kind(5_000) == "flat"
-    assert choose_index_kind(50_000) == "hnsw"
+    assert choose_index_kind(150_000) == "flat"
+    assert choose_index_kind(300_000) == "ivf"
     assert choose_index_kind(3_000_000) == "ivf"
     assert choose_index_kind(50_000_000) == "ivfpq"
 
@@ -118,3 +119,19 @@ def test_hnsw_build_is_reproducible():
     items, queries = _clustered(3000, 32, seed=8, n_queries=100)
     first, second = (ItemIndex.build(items, kind="hnsw", hnsw_m=8, ef_search=16).search(queries, 20) for _ in range(2))
     np.testing.assert_array_equal(first[0], second[0])
+
+
+def test_ivf_without_nprobe_calibrates_it_to_the_recall_target():
+    """Random vectors have no cluster structure: the default nprobe misses; calibration raises it until
+    recall@10 on fresh queries from the same distribution is near the target."""
+    from ranker.retrieval.index import RECALL_TARGET
+
+    rng = np.random.default_rng(4)
+    items = rng.normal(size=(20_000, 32)).astype(np.float32)
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    queries = items[rng.choice(len(items), 300, replace=False)]
+    fixed = ItemIndex.build(items, kind="ivf", seed=0, nprobe=8)
+    calibrated = ItemIndex.build(items, kind="ivf", seed=0)
+    assert calibrated.index.nprobe > 8
+    assert recall_against_exact(fixed, items, queries, 10) < 0.9
+    assert recall_against_exact(calibrated, items, queries, 10) >= RECALL_TARGET - 0.03
