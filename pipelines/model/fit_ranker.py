@@ -38,7 +38,10 @@ def make_ranker(cfg: TrainConfig, overrides: dict | None = None):
     """The configured ranker; the run's settings (metric cut-off, threads) go to the rankers that take them."""
     cls = RANKERS[cfg.ranker.kind]
     accepted = inspect.signature(cls.__init__).parameters
-    run_settings = {name: value for name, value in {"eval_at": (cfg.tune.metric_k,), "n_jobs": cfg.threads}.items()
+    # eval_at as the ranker takes it: LightGBM a tuple of cut-offs, the MLP one int
+    eval_at = (cfg.tune.metric_k,) if isinstance(getattr(accepted.get("eval_at"), "default", None), tuple) \
+        else cfg.tune.metric_k
+    run_settings = {name: value for name, value in {"eval_at": eval_at, "n_jobs": cfg.threads}.items()
                     if name in accepted}
     return cls(**{**run_settings, "seed": cfg.seed, **PIPELINE_DEFAULTS.get(cfg.ranker.kind, {}),
                   **cfg.ranker.params, **(overrides or {})})

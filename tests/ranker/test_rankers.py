@@ -222,3 +222,17 @@ def _concat(first: RankingData, second: RankingData) -> RankingData:
         labels=join(first.labels, second.labels), user_vec=join(first.user_vec, second.user_vec),
         item_vec=join(first.item_vec, second.item_vec),
     )
+
+
+@pytest.mark.parametrize("kind", ["lgbm", "mlp"])
+def test_the_pipeline_builds_each_ranker_with_settings_it_accepts(kind):
+    """make_ranker hands eval_at as each ranker takes it (a tuple for LightGBM, an int for the MLP); both fit."""
+    from pipelines.config import load_config
+    from pipelines.model.fit_ranker import make_ranker
+
+    cfg = load_config(None, ["data.demo=false", f"train.ranker.kind='{kind}'"]).train
+    ranker = make_ranker(cfg, {"n_estimators": 5} if kind == "lgbm" else {"epochs": 1})
+    assert ranker.eval_at == ((cfg.tune.metric_k,) if kind == "lgbm" else cfg.tune.metric_k)
+    data = make_groups(30, seed=2)
+    ranker.fit(data, valid=make_groups(10, seed=3))
+    assert np.isfinite(ranker.predict(data)).all()
