@@ -14,8 +14,8 @@ import pytest
 from pipelines.model.procedure import Catalog
 from pipelines.model.recommender import Recommender, RecommenderError
 from pipelines.train.flow import run_training
-from pipelines.train.publish import similar_items_frame
 from pipelines.train.inputs import load_train_inputs
+from pipelines.train.publish import similar_items_frame
 from tests.train_helpers import clustered_store, train_config
 
 N_NEW = 6
