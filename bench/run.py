@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("text", "topk", "video", "incremental")  # the order they run in
+BENCHMARKS = ("text", "topk", "video", "incremental", "train_path")  # the order they run in
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "BENCHMARKS.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -87,12 +87,23 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def extra_tables(results: dict[str, Any]) -> list[str]:
+    """Tables a benchmark adds below the main one (e.g. the train path's per-stage scaling)."""
+    out = []
+    for result in results.values():
+        for title, text in result.get("tables", []):
+            if text:
+                out += [f"{title}:", "", text, ""]
+    return out
+
+
 def markdown(report: dict[str, Any]) -> str:
     notes = [f"- {name}: {note}" for name, result in report["benchmarks"].items() for note in result.get("notes", [])]
     return "\n".join([
         f"Machine: {machine_line(report['machine'])}.", "",
         f"`make bench` wall time: {report['wall_s']:.0f} s{' (--quick)' if report['quick'] else ''}.", "",
-        table(report["benchmarks"]), "", *(["Notes:", "", *notes, ""] if notes else []),
+        table(report["benchmarks"]), "", *extra_tables(report["benchmarks"]),
+        *(["Notes:", "", *notes, ""] if notes else []),
     ])
 
 

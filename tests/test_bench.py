@@ -56,3 +56,27 @@ def test_topk_comparison_and_report_on_a_tiny_problem(tmp_path):
     bench_run.rewrite_doc(doc, section)
     text = doc.read_text()
     assert "old table" not in text and text.startswith("intro\n") and text.endswith("outro\n") and section in text
+
+
+def test_train_path_stages_on_a_tiny_catalog(tmp_path):
+    """The train-path benchmark's worker runs every stage of the product's path (streamed fusion included:
+    1,500 items is over its fit_items) and its table shows each stage's growth against the smallest size."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from bench import train_path, train_path_worker
+
+    dims = {"text": 24, "image": 80, "audio": 16, "video": 80}  # the bench runs the extractors' real dims
+    result = train_path_worker.run(1_500, 300, 40, tmp_path, dims=dims)
+    names = [s["stage"] for s in result["stages"]]
+    assert names[1:] == ["load", "fuse", "index", "sources (fit on all users)", "candidates", "features", "rank",
+                         "lists + write (end to end)"]
+    assert all(s["peak_rss_gb"] >= s["rss_start_gb"] > 0 for s in result["stages"])
+    assert next(s for s in result["stages"] if s["stage"] == "fuse")["dim"] == 24 + 64 + 16 + 64  # PCA to <= 64
+    import polars as pl
+
+    topk = pl.read_parquet(tmp_path / "topk.parquet")
+    assert topk["user_id"].n_unique() == 40 and topk.group_by("user_id").len()["len"].max() == 20
+    result["peak_rss_gb"] = 1.0
+    bigger = {**result, "items": 3_000, "stages": [{**s, "seconds": 2 * s["seconds"]} for s in result["stages"]]}
+    table = train_path.scaling_table([result, bigger])
+    assert "| fuse |" in table and "x2.0" in table and "(extrapolated from 40 users)" in table
