@@ -135,3 +135,21 @@ def test_ivf_without_nprobe_calibrates_it_to_the_recall_target():
     assert calibrated.index.nprobe > 8
     assert recall_against_exact(fixed, items, queries, 10) < 0.9
     assert recall_against_exact(calibrated, items, queries, 10) >= RECALL_TARGET - 0.03
+
+
+def test_the_automatic_ivf_falls_back_to_flat_where_it_would_scan_most_lists(monkeypatch):
+    """Isotropic random vectors have no clusters: IVF needs most lists for recall, so auto builds flat; clustered
+    vectors keep IVF with few lists probed."""
+    from ranker.retrieval import index as index_module
+
+    monkeypatch.setattr(index_module, "FLAT_MAX_ITEMS", 1_000)  # auto picks IVF at this small size
+    rng = np.random.default_rng(5)
+    isotropic = rng.normal(size=(8_000, 64)).astype(np.float32)
+    isotropic /= np.linalg.norm(isotropic, axis=1, keepdims=True)
+    assert ItemIndex.build(isotropic, kind="auto").kind == "flat"
+    assert ItemIndex.build(isotropic, kind="ivf").kind == "ivf"  # asked by name: kept, calibrated
+    centres = rng.normal(size=(40, 64))
+    clustered = (centres[rng.integers(0, 40, 8_000)] + 0.05 * rng.normal(size=(8_000, 64))).astype(np.float32)
+    clustered /= np.linalg.norm(clustered, axis=1, keepdims=True)
+    built = ItemIndex.build(clustered, kind="auto")
+    assert built.kind == "ivf" and built.index.nprobe <= built.index.nlist // 4
