@@ -35,7 +35,7 @@ def run(quick: bool) -> dict[str, Any]:
     from extractors import registry
     from extractors.text import normalize_text
 
-    n_texts, n_loop, repeats = (256, 32, 2) if quick else (512, 64, 3)
+    n_texts, n_loop, repeats = (256, 32, 2) if quick else (384, 64, 3)
     texts = product_texts(n_texts)
     loop_texts = texts[:n_loop]
     started = time.perf_counter()

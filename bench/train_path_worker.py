@@ -2,7 +2,8 @@
 own process so that its peak RSS is its own.
 
 Synthetic but shaped like the product's inputs: four modalities at the bundled extractors' dims (text 384,
-image 1280, audio 512, video 1280; every item has text, 90% an image, 30% audio and video) written as the
+image 1280, audio 512, video 1280; every item has text, 90% an image, 30% audio and video; each vector a noisy
+copy of its item's category centre, 1,000 categories, so the fused space has clusters) written as the
 store's Parquet parts, and long-tailed interactions (Zipf item popularity, ~20 events per user). Stages, each
 timed with its peak RSS sampled every 20 ms: load (locate vectors, read interactions), fuse (streamed over
 train.fusion.fit_items), index, sources (fit every candidate source on all users), then on a seeded sample of
@@ -30,6 +31,7 @@ DIMS = {"text": 384, "image": 1280, "audio": 512, "video": 1280}
 COVERAGE = {"text": 1.0, "image": 0.9, "audio": 0.3, "video": 0.3}
 EVENTS_PER_USER = 20
 WRITE_ROWS = 50_000
+CATEGORIES = 1_000  # item vectors are noisy copies of their category's centre: clustered, like real embeddings
 
 
 def rss_bytes() -> int:
@@ -64,18 +66,22 @@ class Stages:
 
 
 def write_store(root: Path, n_items: int, seed: int, dims: dict[str, int] = DIMS):
-    """The four modalities' vectors as store parts (random normal rows, written in bounded pieces)."""
+    """The four modalities' vectors as store parts (around one of CATEGORIES centres, written in bounded pieces)."""
     from pipelines.store.layout import Store
 
     rng = np.random.default_rng(seed)
     store = Store(root)
     ids = np.array([f"i{i:07d}" for i in range(n_items)])
+    category = rng.integers(0, CATEGORIES, n_items)  # shared by the modalities, as a real item's content is
     for modality, dim in dims.items():
-        have = ids[rng.random(n_items) < COVERAGE[modality]]
-        for start in range(0, len(have), WRITE_ROWS):
-            chunk = have[start:start + WRITE_ROWS].tolist()
+        centres = rng.standard_normal((CATEGORIES, dim), dtype=np.float32)
+        rows = np.flatnonzero(rng.random(n_items) < COVERAGE[modality])
+        for start in range(0, len(rows), WRITE_ROWS):
+            chunk = rows[start:start + WRITE_ROWS]
             vectors = rng.standard_normal((len(chunk), dim), dtype=np.float32)
-            store.write_embeddings(modality, "bench", chunk, chunk, vectors)
+            vectors += 1.5 * centres[category[chunk]]
+            store.write_embeddings(modality, "bench", ids[chunk].tolist(), ids[chunk].tolist(), vectors)
+        have = ids[rows]
         store.write_current(modality, "bench", pl.DataFrame({"item_id": have.tolist(), "content_hash": have.tolist()}))
     return store
 
@@ -116,7 +122,7 @@ def run(n_items: int, n_users: int, sample_users: int, workdir: Path, seed: int 
 
     stages = Stages()
     k = 20
-    cfg = bench_config(fit_items=min(200_000, max(1_000, n_items // 2)))
+    cfg = bench_config(fit_items=min(100_000, max(1_000, n_items // 2)))
     with stages.stage("write synthetic store (not part of the train path)"):
         store = write_store(workdir / "store", n_items, seed, dims)
         frame = interactions_frame(n_users, n_items, seed)
