@@ -11,8 +11,8 @@ import numpy as np
 from ranker.ranking.data import RankingData
 
 SHOWN = 3  # contributions named per item; the rest are summed into "other features"
-SOURCE_PHRASES = {"als": "ALS", "ease": "EASE", "ease_recent": "EASE on recent history", "knn": "item-kNN",
-                  "knn_recent": "item-kNN on recent history", "seq": "next-item (sequence)", "pop": "popularity",
+SOURCE_PHRASES = {"als": "ALS", "ease": "EASE", "ease_recent": "recent-history EASE", "knn": "item-kNN",
+                  "knn_recent": "recent-history item-kNN", "seq": "next-item (sequence)", "pop": "popularity",
                   "content": "content similarity", "content_recent": "content similarity to recent items"}
 MODALITY_WORDS = {"text": "text", "image": "image", "audio": "audio", "video": "video", "soundtrack": "soundtrack"}
 FEATURE_PHRASES = {

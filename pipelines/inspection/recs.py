@@ -35,31 +35,31 @@ class Recommended:
     contributions: np.ndarray | None = None  # the ranker's per-feature contributions then bias (LightGBM only)
 
 
-def _proposals(fitted: Fitted, result: BlockResult, user: int, items: np.ndarray) -> list[tuple[list, list]]:
-    """Which blocks proposed each item: its rank within a block's candidate depth, or, for an item without
-    history, within the block's top new items (the new-item pass: ties broken by the smaller index, as there)."""
-    frame = result.candidates.filter(pl.col("user_idx") == user)
-    rows = {item: i for i, item in enumerate(frame["item_idx"].to_list())}
-    depth = {b: d for b, d in sorted(fitted.cfg.candidates.depth.items()) if d > 0 and f"{b}_rank" in frame.columns}
+def _rank(scores: np.ndarray, item: int) -> int | None:
+    """1-based rank of ``item`` in ``scores`` as dense_topk orders them (ties: the smaller index first); None
+    when its score is -inf (not rankable)."""
+    if not np.isfinite(scores[item]):
+        return None
+    return 1 + int((scores > scores[item]).sum() + (scores[:item] == scores[item]).sum())
+
+
+def _proposals(fitted: Fitted, user: int, items: np.ndarray) -> list[tuple[list[str], list[str]]]:
+    """Which blocks proposed each item, as `score_blocks` decides it: its rank within a block's candidate
+    depth (seen items and zero scores excluded), or, for an item without history, within the block's top
+    new items (the new-item pass)."""
+    users = np.array([user])
+    blocked = fitted.level.blocked(users, None)[0]
     new = ~fitted.level.ctx.item_has_history
-    new_scores = {}
-    if new[items].any():
-        users = np.array([user])
-        blocked = fitted.level.blocked(users, None)[0]
-        new_scores = {b: np.where(blocked | ~new, -np.inf, s[0]).astype(np.float32)
-                      for b, s in fitted.level.score(users).items() if b in NEW_DEPTH}
+    raw = {block: scores[0].astype(np.float32) for block, scores in fitted.level.score(users).items()}
+    depth = {b: d for b, d in sorted(fitted.cfg.candidates.depth.items()) if d > 0 and b in raw}
+    ranked = {b: np.where(blocked | (raw[b] == 0), -np.inf, raw[b]) for b in depth}
+    ranked_new = {b: np.where(blocked | ~new, -np.inf, raw[b]) for b in sorted(NEW_DEPTH) if b in raw}
     found = []
     for item in items.tolist():
-        mine, among_new = [], []
-        for block, d in depth.items():
-            rank = frame[f"{block}_rank"][rows[item]] if item in rows else d + 1
-            if rank <= d:
-                mine.append(f"{block} #{rank}")
-        for block, scores in sorted(new_scores.items()):
-            if np.isfinite(scores[item]):
-                rank = 1 + int((scores > scores[item]).sum() + (scores[:item] == scores[item]).sum())
-                if rank <= NEW_DEPTH[block]:
-                    among_new.append(f"{block} #{rank}")
+        ranks = {b: _rank(scores, item) for b, scores in ranked.items()}
+        mine = [f"{b} #{r}" for b, r in ranks.items() if r is not None and r <= depth[b]]
+        ranks_new = {b: _rank(scores, item) for b, scores in ranked_new.items()} if new[item] else {}
+        among_new = [f"{b} #{r}" for b, r in ranks_new.items() if r is not None and r <= NEW_DEPTH[b]]
         found.append((mine, among_new))
     return found
 
@@ -87,7 +87,7 @@ def user_recommendations(opened: OpenedRun, user: int, k: int) -> list[Recommend
     keep = lists.idx[0] >= 0
     idx, scores, placed = lists.idx[0][keep], lists.scores[0][keep], lists.source[0][keep]
     explained = _explained(fitted, result, placed)
-    found = _proposals(fitted, result, user, idx)
+    found = _proposals(fitted, user, idx)
     return [Recommended(r + 1, int(i), float(s), str(p), f, n, explained.get(int(i)))
             for r, (i, s, p, (f, n)) in enumerate(zip(idx, scores, placed, found, strict=True))]
 
