@@ -85,6 +85,8 @@ def _add_inspect_parsers(sub) -> None:
     recs = sub.add_parser("recs", help="a user's recent history and list, with which sources found each item "
                           "and why it ranks there")
     recs.add_argument("--user", required=True)
+    recs.add_argument("--ranker", action="store_true", help="the saved ranker's list and contributions even where "
+                      "the guard published a source instead (not the published list)")
     store_args(recs)
     similar = sub.add_parser("similar", help="an item's nearest items and the modalities that agree")
     similar.add_argument("--item", required=True)
@@ -226,7 +228,7 @@ def _opened(args: argparse.Namespace):
 def cmd_recs(args: argparse.Namespace) -> int:
     from pipelines.inspection.recs import format_recs
 
-    print(format_recs(_opened(args), args.user, args.k))
+    print(format_recs(_opened(args), args.user, args.k, ranker=args.ranker))
     return EXIT_OK
 
 

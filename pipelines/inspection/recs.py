@@ -7,7 +7,7 @@ so the scores shown are the ones topk.parquet holds, and a LightGBM ranker's con
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -129,8 +129,15 @@ def _item_lines(opened: OpenedRun, item: Recommended) -> list[str]:
     return lines
 
 
-def format_recs(opened: OpenedRun, user_id: str, k: int) -> str:
+def format_recs(opened: OpenedRun, user_id: str, k: int, *, ranker: bool = False) -> str:
+    """``ranker``: the saved ranker's list and contributions even where the guard published a source (what the
+    ranker would have served, not what topk.parquet holds)."""
     user = position(opened.rec.user_ids, user_id, "user", opened.path, "users.parquet")
+    if ranker and opened.rec.model.published != "ranker":
+        guard_chose = opened.rec.model.published
+        opened.rec.model = replace(opened.rec.model, published="ranker")
+        opened.metrics = {"production": {"published": {"why": f"--ranker: not published, the guard chose "
+                                                              f"{guard_chose}; topk.parquet holds {guard_chose}'s"}}}
     items = user_recommendations(opened, user, k)
     lines = [f"run {opened.path.name}, user {user_id}", *history_lines(opened, user), "",
              f"top {k} for {user_id}: " + (_model_line(opened) if not items or items[0].placed_by != FALLBACK

@@ -79,6 +79,9 @@ def test_ranker_contributions_add_up_to_the_ranked_score(trained, capsys):
     words = describe(ranked[0].contributions, names)
     assert "base" in words and "other features" in words
 
+    code, out, _ = _run_cli(["recs", "--user", "u01", "--k", "5", "--ranker", *trained[2]], capsys)
+    assert code == EXIT_OK and out.count("      why: ") == 5 and "ranked by the LightGBM ranker" in out
+
 
 def test_feature_phrases_fall_back_to_the_raw_name():
     assert phrase("content_image_score") == "image similarity"
