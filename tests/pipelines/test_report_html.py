@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
+from pipelines.cli import main
 from pipelines.report_html import SECTION_IDS, build, write_report_html
 from pipelines.store.layout import Store
 from pipelines.train.flow import run_training
@@ -155,3 +156,15 @@ def test_a_section_that_fails_is_logged_and_the_rest_is_written(evaluated, tmp_p
     assert "'popularity'" in caplog.text and "temporal protocol" in parsed.section_text["models"]
     with pytest.raises(ValueError, match="a plotting bug"):
         write_report_html(run, strict=True)
+
+
+def test_the_report_command_rewrites_a_runs_report(evaluated, tmp_path, capsys):
+    run = Path(shutil.copytree(evaluated, tmp_path / "run"))
+    (run / "report.html").unlink()
+    store = evaluated.parents[1]
+    overrides = ["--set", f"store.root='{store}'", "--set", f"data.catalog='{store.parent / 'c.parquet'}'"]
+    assert main(["report", "--run", str(run), *overrides]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "report.html")
+    check_page(parse(run))
+    assert main(["report", "--run", str(tmp_path), *overrides]) == 1  # not a run: said, nothing written
+    assert "not a published run" in capsys.readouterr().err
