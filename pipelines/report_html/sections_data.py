@@ -77,9 +77,11 @@ def item_map(files: RunFiles) -> str:
         coloured = "interactions (the catalog has no category column)"
     chart = plots.scatter_groups(points, labels, f"fused item vectors, PCA ({len(drawn)} items)",
                                  f"PC1 ({explained[0]:.1%} of variance)", f"PC2 ({explained[1]:.1%} of variance)")
-    note = page.text(f"Coloured by {coloured}. {len(fused) - len(with_vectors)} items without any vector are not "
-                     f"drawn" + (f"; a seeded sample of {MAP_ITEMS} of {len(with_vectors)} items is." if
-                                 len(with_vectors) > MAP_ITEMS else "."))
+    missing = len(fused) - len(with_vectors)
+    note = page.text(f"Coloured by {coloured}." + (f" {missing} items without any vector are not drawn." if missing
+                                                   else "") + (f" A seeded sample of {MAP_ITEMS} of {len(with_vectors)}"
+                                                               " items is drawn." if len(with_vectors) > MAP_ITEMS
+                                                               else ""))
     return page.image(chart, "item map") + page.paragraph(note)
 
 
