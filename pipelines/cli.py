@@ -1,4 +1,4 @@
-"""`python -m pipelines <command>`: validate, extractors, demo-data, extract, train, nightly, serve, recs, ...
+"""`python -m pipelines <command>`: validate, demo-data, extract, train, nightly, serve; recs, similar, runs, report.
 
 Exit codes: 0 success (and `serve` stopped by SIGINT or SIGTERM), 1 an unexpected failure, 2 invalid
 configuration or input, an unknown run, user or item (recs, similar), or no usable Prefect server (nothing
@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--timezone", help="IANA zone the cron is read in, e.g. Europe/Paris (default: UTC)")
     serve.add_argument("--name", default="mmrec-nightly")
     _add_inspect_parsers(sub)
+    report = sub.add_parser("report", help="(re)write report.html of a published run")
+    _add_config_args(report)
+    report.add_argument("--run", help="the run folder (default: <store.root>/latest)")
     return parser
 
 
@@ -246,9 +249,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report_html import write_report_html
+
+    cfg = load_config(args.config, args.overrides)
+    run = Path(args.run) if args.run else Path(cfg.store.root) / "latest"
+    if not (run / "metrics.json").is_file():
+        raise PipelineError(f"{run} holds no metrics.json: not a published run. Fix: pass --run store/<name>/runs/<id> "
+                            "or train first (`make train`).")
+    print(write_report_html(run, Path(cfg.store.root), cfg.data.catalog))
+    return EXIT_OK
+
+
 COMMANDS = {"validate": cmd_validate, "extractors": cmd_extractors, "demo-data": cmd_demo,
             "extract": cmd_extract, "train": cmd_train, "nightly": cmd_nightly, "serve": cmd_serve,
-            "recs": cmd_recs, "similar": cmd_similar, "runs": cmd_runs}
+            "recs": cmd_recs, "similar": cmd_similar, "runs": cmd_runs,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

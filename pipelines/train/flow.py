@@ -15,6 +15,7 @@ from pipelines.config import PipelineConfig
 from pipelines.model.procedure import Catalog
 from pipelines.model.recommender import Recommender
 from pipelines.model.tuning import Budget
+from pipelines.report_html import write_report_html
 from pipelines.store.layout import Store, utc_now
 from pipelines.train.inputs import TrainInputs, load_train_inputs
 from pipelines.train.protocols import item_cold_protocol, temporal_protocol
@@ -72,6 +73,7 @@ def _train_and_publish(cfg: PipelineConfig, store: Store) -> dict:
         write_json(run, "metrics.json", metrics)
         timings["total_s"] = round(time.perf_counter() - started, 2)
         write_json(run, "manifest.json", _manifest(cfg, inputs, timings, metrics))
+        write_report_html(run, store.root, cfg.data.catalog)  # a section that fails is logged, never fatal
         final = store.publish(run)
     except BaseException:
         shutil.rmtree(run, ignore_errors=True)  # a failed run leaves no half folder; `latest` is untouched
