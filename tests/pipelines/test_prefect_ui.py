@@ -5,9 +5,11 @@ Prefect's own client, as the UI reads them, from one temporary server for the wh
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from uuid import UUID
 
+import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
@@ -20,13 +22,14 @@ from pipelines.orchestration.artifacts import (
     TRAIN_METRICS_KEY,
     TRAIN_RUN_KEY,
     extract_summary_rows,
+    publish_extract_artifacts,
     train_metrics_rows,
+    train_run_markdown,
 )
 from pipelines.store.layout import Store
 from pipelines.train import flow as train_module
 from tests.train_helpers import clustered_store, train_config
 
-pytestmark = pytest.mark.flow
 TRAIN_STEPS = ["load-inputs", "evaluate-temporal", "evaluate-item-cold", "fit-production", "write-outputs",
                "publish-run"]
 
@@ -65,11 +68,13 @@ def table(artifact) -> list[dict]:
     return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
 
 
+@pytest.mark.flow
 def test_each_training_step_is_a_completed_task(trained):
     _, _, flow_run_id = trained
     assert list(task_states(flow_run_id).items()) == [(name, "COMPLETED") for name in TRAIN_STEPS]
 
 
+@pytest.mark.flow
 def test_the_metrics_table_and_the_published_run_are_artifacts(trained):
     _, result, flow_run_id = trained
     found = artifacts(flow_run_id)
@@ -89,6 +94,7 @@ def test_the_metrics_table_and_the_published_run_are_artifacts(trained):
     assert published["model"] in markdown.data and published["why"] in markdown.data
 
 
+@pytest.mark.flow
 def test_a_failing_step_shows_failed_and_leaves_no_half_run(trained, monkeypatch):
     cfg, result, _ = trained
     store = Store(Path(cfg.store.root))
@@ -108,6 +114,7 @@ def test_a_failing_step_shows_failed_and_leaves_no_half_run(trained, monkeypatch
     assert [run.name for run in store.runs_dir.iterdir()] == [store.latest_run().name]
 
 
+@pytest.mark.flow
 def test_the_extraction_summary_is_a_table_artifact(prefect_server, monkeypatch):
     report = {"catalog_items": 12, "wall_s": 3.5, "modalities": [
         {"modality": "text", "extractor": "text/hf", "total": 12, "unchanged": 4, "known_failed": 1, "embedded": 6,
@@ -119,3 +126,31 @@ def test_the_extraction_summary_is_a_table_artifact(prefect_server, monkeypatch)
     assert table(found[EXTRACT_SUMMARY_KEY]) == extract_summary_rows(report) == [
         {"modality": "text", "extractor": "text/hf", "total": 12, "embedded": 6, "unchanged": 4, "known failures": 1,
          "failed": 2, "failed by kind": "empty=1, too_long=1", "items/s": 2.5, "wall s": 3.4}]
+
+
+def test_a_prefect_api_failing_after_the_run_costs_the_artifact_not_the_run(monkeypatch, caplog):
+    import prefect.artifacts
+
+    def unreachable(*args, **kwargs):
+        raise httpx.ConnectError("connection refused")
+
+    monkeypatch.setattr(prefect.artifacts, "create_table_artifact", unreachable)
+    report = {"catalog_items": 0, "wall_s": 0.1, "modalities": []}
+    with caplog.at_level(logging.WARNING):
+        publish_extract_artifacts(report)  # no raise
+    assert "Prefect artifacts of the extraction not written" in caplog.text and "PREFECT_API_URL" in caplog.text
+
+
+def test_a_run_that_skips_the_protocols_has_no_metrics_rows_and_says_why():
+    last = "20261101T020000Z-abc123"
+    metrics = {"weight_kind": "count",
+               "evaluation": {"evaluated": False, "last_evaluated_run": last,
+                              "why": f"train.eval.every = 3: 1 run(s) published since the last evaluated one ({last})"},
+               "production": {"published": {"model": "ranker", "why": "the ranker beat every source",
+                                            "new_item_scorer": "content", "new_item_positions": [10, 20]},
+                              "users": 5, "fallback_users": 1, "new_items": 2, "index_kind": "flat"}}
+    result = {"run_dir": "/srv/store/runs/20261102T020000Z-def456", "wall_s": 12.5, "metrics": metrics}
+    assert train_metrics_rows(metrics) == []
+    text = train_run_markdown(result)
+    assert "/srv/store/runs/20261102T020000Z-def456/report.html" in text
+    assert "no (train.eval.every = 3" in text and f"last evaluated run: {last}" in text
