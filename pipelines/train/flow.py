@@ -14,6 +14,7 @@ from prefect import flow
 from pipelines.config import PipelineConfig
 from pipelines.model.procedure import Catalog
 from pipelines.model.recommender import Recommender
+from pipelines.model.stages import stages_run_by
 from pipelines.model.tuning import Budget
 from pipelines.orchestration.artifacts import publish_train_artifacts
 from pipelines.orchestration.steps import RunStep, run_as_task, run_here
@@ -55,7 +56,8 @@ def fit_production(cfg: PipelineConfig, inputs: TrainInputs, catalog: Catalog, w
 def run_training(cfg: PipelineConfig, run_step: RunStep = run_here) -> dict:
     """The training run; `run_step` runs each named step (plainly here, as a Prefect task in `train_flow`)."""
     store = Store(Path(cfg.store.root))
-    with store.lock("train"):
+    # under Prefect, the fit procedure's own stages (tune, fuse, candidates, ...) show as tasks nested in each step
+    with store.lock("train"), stages_run_by(None if run_step is run_here else run_step):
         return _train_and_publish(cfg, store, run_step)
 
 

@@ -48,12 +48,35 @@ def trained(prefect_server, tmp_path_factory):
     return cfg, state.result(), state.state_details.flow_run_id
 
 
-def task_states(flow_run_id: UUID) -> dict[str, str]:
-    """Task name -> final state, in the order they started (a task run is named `<task name>-<suffix>`)."""
+def task_runs(flow_run_id: UUID) -> list:
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {run.name.rsplit("-", 1)[0]: run.state.type.value
-            for run in sorted(runs, key=lambda r: r.start_time or r.expected_start_time)}
+    return sorted(runs, key=lambda r: r.start_time or r.expected_start_time)
+
+
+def task_name(run) -> str:
+    return run.name.rsplit("-", 1)[0]  # a task run is named `<task name>-<suffix>`
+
+
+def parent_of(run):
+    parents = run.task_inputs.get("__parents__", [])
+    return parents[0].id if parents else None
+
+
+def task_states(flow_run_id: UUID) -> dict[str, str]:
+    """The flow's own steps (not the stages nested in them): name -> final state, in the order they started."""
+    return {task_name(run): run.state.type.value for run in task_runs(flow_run_id) if parent_of(run) is None}
+
+
+def nested_stages(flow_run_id: UUID) -> dict[str, set[str]]:
+    """Step name -> the names of the stage tasks that ran inside it."""
+    runs = task_runs(flow_run_id)
+    names = {run.id: task_name(run) for run in runs}
+    out: dict[str, set[str]] = {}
+    for run in runs:
+        if parent_of(run) is not None:
+            out.setdefault(names[parent_of(run)], set()).add(task_name(run))
+    return out
 
 
 def artifacts(flow_run_id: UUID) -> dict:
@@ -72,6 +95,12 @@ def table(artifact) -> list[dict]:
 def test_each_training_step_is_a_completed_task(trained):
     _, _, flow_run_id = trained
     assert list(task_states(flow_run_id).items()) == [(name, "COMPLETED") for name in TRAIN_STEPS]
+    # the fit procedure's own stages show inside the steps that fit: where a fit spends its time
+    stages = nested_stages(flow_run_id)
+    assert stages["evaluate-temporal"] == {"tune", "fuse", "candidates", "fit-ranker", "guard", "fit-sources"}
+    assert stages["evaluate-item-cold"] == {"fuse", "candidates", "fit-ranker", "guard", "fit-sources"}  # tuned
+    assert stages["fit-production"] == {"fit-sources"}  # the tested model, its sources refitted
+    assert all(run.state.type.value == "COMPLETED" for run in task_runs(flow_run_id))
 
 
 @pytest.mark.flow
