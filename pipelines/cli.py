@@ -1,8 +1,9 @@
-"""`python -m pipelines <command>`: validate, extractors, demo-data, extract, train, nightly, serve.
+"""`python -m pipelines <command>`: validate, demo-data, extract, train, nightly, serve; recs, similar, runs, report.
 
 Exit codes: 0 success (and `serve` stopped by SIGINT or SIGTERM), 1 an unexpected failure, 2 invalid
-configuration or input, or no usable Prefect server (nothing written), 3 the store is locked by another
-extract or train (nothing written; retry when it has finished), 130 interrupted (Ctrl-C) during a run.
+configuration or input, an unknown run, user or item (recs, similar), or no usable Prefect server (nothing
+written), 3 the store is locked by another extract or train (nothing written; retry when it has finished),
+130 interrupted (Ctrl-C) during a run.
 
 `extract`, `train` and `nightly` check the configuration, the input files and the store lock before any
 Prefect server starts, so that these errors come back in seconds.
@@ -23,6 +24,7 @@ from fusion.errors import FusionError
 from pipelines.config import ConfigError, PipelineConfig, load_config
 from pipelines.contracts import InvalidInputError, validate_catalog, validate_inputs
 from pipelines.errors import PipelineError
+from pipelines.inspection.open_run import InspectError
 from pipelines.orchestration.prefect_server import PrefectAPIError
 from pipelines.store.layout import Store, StoreError, StoreLocked
 from pipelines.store.parquet_io import InputFileError
@@ -32,7 +34,7 @@ from ranker.evaluation.splits import SplitError
 
 log = logging.getLogger("pipelines")
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-INVALID = (ConfigError, InvalidInputError, InputFileError, TrainInputError, SplitError, PrefectAPIError)
+INVALID = (ConfigError, InvalidInputError, InputFileError, TrainInputError, SplitError, PrefectAPIError, InspectError)
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +68,33 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: %(default)s)")
     serve.add_argument("--timezone", help="IANA zone the cron is read in, e.g. Europe/Paris (default: UTC)")
     serve.add_argument("--name", default="mmrec-nightly")
+    _add_inspect_parsers(sub)
+    report = sub.add_parser("report", help="(re)write report.html of a published run")
+    _add_config_args(report)
+    report.add_argument("--run", help="the run folder (default: <store.root>/latest)")
     return parser
+
+
+def _add_inspect_parsers(sub) -> None:
+    """recs, similar, runs: read a published run (the saved model), never retrain."""
+    def store_args(parser: argparse.ArgumentParser, with_run: bool = True) -> None:
+        parser.add_argument("--config", help="TOML config naming the store (default: the embedded demo)")
+        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a config key, e.g. --set store.root=store/demo (repeatable)")
+        if with_run:
+            parser.add_argument("--run", help="a run id of the store, a run folder, or latest (default)")
+            parser.add_argument("--k", type=int, default=10, help="items shown (default: %(default)s)")
+
+    recs = sub.add_parser("recs", help="a user's recent history and list, with which sources found each item "
+                          "and why it ranks there")
+    recs.add_argument("--user", required=True)
+    recs.add_argument("--ranker", action="store_true", help="the saved ranker's list and contributions even where "
+                      "the guard published a source instead (not the published list)")
+    store_args(recs)
+    similar = sub.add_parser("similar", help="an item's nearest items and the modalities that agree")
+    similar.add_argument("--item", required=True)
+    store_args(similar)
+    store_args(sub.add_parser("runs", help="the store's published runs with their key metrics"), with_run=False)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -191,8 +219,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _opened(args: argparse.Namespace):
+    from pipelines.inspection.open_run import open_run
+
+    if args.k < 1:
+        raise InspectError(f"--k {args.k}: ask for at least one item")
+    logging.getLogger().setLevel(logging.WARNING)  # loading a run logs its steps; the answer is the output
+    return open_run(load_config(args.config, args.overrides), args.run)
+
+
+def cmd_recs(args: argparse.Namespace) -> int:
+    from pipelines.inspection.recs import format_recs
+
+    print(format_recs(_opened(args), args.user, args.k, ranker=args.ranker))
+    return EXIT_OK
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    from pipelines.inspection.similar import format_similar
+
+    print(format_similar(_opened(args), args.item, args.k))
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from pipelines.inspection.runs import format_runs
+
+    print(format_runs(Store(Path(load_config(args.config, args.overrides).store.root))))
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report_html import write_report_html
+
+    cfg = load_config(args.config, args.overrides)
+    run = Path(args.run) if args.run else Path(cfg.store.root) / "latest"
+    if not (run / "metrics.json").is_file():
+        raise PipelineError(f"{run} holds no metrics.json: not a published run. Fix: pass --run store/<name>/runs/<id> "
+                            "or train first (`make train`).")
+    print(write_report_html(run, Path(cfg.store.root), cfg.data.catalog))
+    return EXIT_OK
+
+
 COMMANDS = {"validate": cmd_validate, "extractors": cmd_extractors, "demo-data": cmd_demo,
-            "extract": cmd_extract, "train": cmd_train, "nightly": cmd_nightly, "serve": cmd_serve}
+            "extract": cmd_extract, "train": cmd_train, "nightly": cmd_nightly, "serve": cmd_serve,
+            "recs": cmd_recs, "similar": cmd_similar, "runs": cmd_runs,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from pipelines.extract.hash_cache import HashCache
 from pipelines.extract.inputs import modality_inputs
 from pipelines.extract.runners import make_task_runner
 from pipelines.extract.shard import ExtractorRef, ShardJob, get_extractor, is_transient, run_shard
+from pipelines.orchestration.artifacts import publish_extract_artifacts
 from pipelines.store.layout import Store, utc_now
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,9 @@ def prefect_map(jobs: list[ShardJob]) -> Iterable[dict[str, Any]]:
 
 @flow(name="extract", log_prints=True)
 def extract_flow_body(cfg: PipelineConfig) -> dict[str, Any]:
-    return run_extraction(cfg, map_shards=prefect_map)
+    report = run_extraction(cfg, map_shards=prefect_map)
+    publish_extract_artifacts(report)  # the per-modality summary as a table of this flow run
+    return report
 
 
 def extract_flow(cfg: PipelineConfig) -> dict[str, Any]:

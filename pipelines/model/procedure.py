@@ -28,6 +28,7 @@ from pipelines.model.guard import choose
 from pipelines.model.levels import Level, SourceParams, fit_level
 from pipelines.model.new_items import NEW_DEPTH, NewItemValidation, tune_fusion_weights
 from pipelines.model.space import ItemSpace, build_space
+from pipelines.model.stages import stage
 from pipelines.model.tuning import Budget, SourceValidation, relevant_items, tune_sources
 from ranker.evaluation.metrics import evaluate_topk
 from ranker.evaluation.splits import HoldoutSplit, holdout_split, sample_items
@@ -178,32 +179,35 @@ def fit_procedure(frame: pl.DataFrame, catalog: Catalog, cfg: TrainConfig, weigh
     report: dict = {"levels": {"A_users": int(len(a.test_users)), "B_users": int(len(b.test_users)),
                                "A_label_events": a.test.height, "B_label_events": b.test.height}}
     if tuned is None:
-        sources, weights, report["tuning"] = _tune(a, new_val, catalog, cfg, weight_kind, budget)
+        sources, weights, report["tuning"] = stage("tune", _tune, a, new_val, catalog, cfg, weight_kind, budget)
     else:
         sources, weights = tuned.sources, tuned.fusion_weights
-    space = build_space(catalog.item_ids, catalog.tables, a.train, cfg, weights=weights, with_index=False)
+    space = stage("fuse", build_space, catalog.item_ids, catalog.tables, a.train, cfg, weights=weights,
+                  with_index=False)
     hidden = sample_items(b.train, share=cfg.ranker.simulated_new_share,
                           min_interactions=cfg.item_cold.min_interactions,
                           seed=cfg.seed)
-    _, b_users, _, _, train_data = _ranker_level(b, catalog, space, sources, cfg, weight_kind, hidden)
-    _, a_users, a_relevant, a_result, a_data = _ranker_level(a, catalog, space, sources, cfg, weight_kind)
+    _, b_users, _, _, train_data = stage("candidates", _ranker_level, b, catalog, space, sources, cfg, weight_kind,
+                                         hidden)
+    _, a_users, a_relevant, a_result, a_data = stage("candidates", _ranker_level, a, catalog, space, sources, cfg,
+                                                     weight_kind)
     early, held = _halves(a_users, cfg.seed)
     if tuned is None:
-        ranker_params, report.setdefault("tuning", {})["ranker"], ranker = tune_ranker(
-            train_data, _rows_of(a_data, early), cfg, budget)
+        ranker_params, report.setdefault("tuning", {})["ranker"], ranker = stage(
+            "fit-ranker", tune_ranker, train_data, _rows_of(a_data, early), cfg, budget)
     else:
         ranker_params = tuned.ranker_params
-        ranker = make_ranker(cfg, ranker_params).fit(train_data, valid=_rows_of(a_data, early))
+        ranker = stage("fit-ranker", make_ranker(cfg, ranker_params).fit, train_data, valid=_rows_of(a_data, early))
     held_pos = np.isin(a_users, held)
     held_lists = {name: lists[held_pos] for name, lists in a_result.lists.items()}
     held_relevant = [relevant for relevant, kept in zip(a_relevant, held_pos, strict=True) if kept]
-    published, report["guard"] = guard(ranker, _rows_of(a_data, held), held_lists, held, held_relevant,
-                                       candidate_blocks(cfg), catalog.n_items, k)
-    final_ranker = make_ranker(cfg, {**ranker_params, **_fixed_length(ranker)}).fit(
-        concat_ranking_data([train_data, a_data]))
+    published, report["guard"] = stage("guard", guard, ranker, _rows_of(a_data, held), held_lists, held,
+                                       held_relevant, candidate_blocks(cfg), catalog.n_items, k)
+    final_ranker = stage("fit-ranker", make_ranker(cfg, {**ranker_params, **_fixed_length(ranker)}).fit,
+                         concat_ranking_data([train_data, a_data]))
     new_item_scorer, report["new_item_guard"] = new_val.pick_scorer(ranker, space, sources, cfg, weight_kind)
-    level = fit_level(frame, n_users=catalog.n_users, n_items=catalog.n_items, item_vectors=space.item_vectors(),
-                      weight_kind=weight_kind, params=sources, cfg=cfg)
+    level = stage("fit-sources", fit_level, frame, n_users=catalog.n_users, n_items=catalog.n_items,
+                  item_vectors=space.item_vectors(), weight_kind=weight_kind, params=sources, cfg=cfg)
     report["levels"].update({"B_train_users": int(len(b_users)), "B_hidden_items": int(hidden.size),
                              "train_rows": train_data.n_rows, "A1_users": int(len(early)), "A2_users": int(len(held))})
     report["seconds"] = round(time.perf_counter() - started, 2)
@@ -225,8 +229,8 @@ def refit_serving(fitted: Fitted, frame: pl.DataFrame, catalog: Catalog) -> Fitt
 
     The production model: its ranker and its guard decisions are exactly the ones the test protocol scored.
     """
-    level = fit_level(frame, n_users=catalog.n_users, n_items=catalog.n_items,
-                      item_vectors=fitted.space.item_vectors(), weight_kind=fitted.weight_kind,
-                      params=fitted.tuned.sources, cfg=fitted.cfg)
+    level = stage("fit-sources", fit_level, frame, n_users=catalog.n_users, n_items=catalog.n_items,
+                  item_vectors=fitted.space.item_vectors(), weight_kind=fitted.weight_kind,
+                  params=fitted.tuned.sources, cfg=fitted.cfg)
     return Fitted(fitted.cfg, fitted.weight_kind, fitted.tuned, fitted.space, level, fitted.ranker, fitted.published,
                   fitted.new_item_scorer, fitted.report)

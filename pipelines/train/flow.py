@@ -14,7 +14,11 @@ from prefect import flow
 from pipelines.config import PipelineConfig
 from pipelines.model.procedure import Catalog
 from pipelines.model.recommender import Recommender
+from pipelines.model.stages import stages_run_by
 from pipelines.model.tuning import Budget
+from pipelines.orchestration.artifacts import publish_train_artifacts
+from pipelines.orchestration.steps import RunStep, run_as_task, run_here
+from pipelines.report_html import write_report_html
 from pipelines.store.layout import Store, utc_now
 from pipelines.train.inputs import TrainInputs, load_train_inputs
 from pipelines.train.protocols import item_cold_protocol, temporal_protocol
@@ -34,51 +38,75 @@ def resolve_weight_kind(configured: str, weights: np.ndarray) -> str:
     return kind
 
 
-def run_training(cfg: PipelineConfig) -> dict:
-    store = Store(Path(cfg.store.root))
-    with store.lock("train"):
-        return _train_and_publish(cfg, store)
-
-
-def _train_and_publish(cfg: PipelineConfig, store: Store) -> dict:
-    started = time.perf_counter()
+def load_inputs(cfg: PipelineConfig) -> tuple[TrainInputs, str]:
+    """Step `load-inputs`: the current vectors and the interactions, and how the weight column is read."""
     inputs = load_train_inputs(cfg)
-    weight_kind = resolve_weight_kind(cfg.train.weight_kind, inputs.interactions["weight"].to_numpy())
+    return inputs, resolve_weight_kind(cfg.train.weight_kind, inputs.interactions["weight"].to_numpy())
+
+
+def fit_production(cfg: PipelineConfig, inputs: TrainInputs, catalog: Catalog, weight_kind: str, budget: Budget,
+                   tested: Recommender | None) -> Recommender:
+    """Step `fit-production`: the model published, fitted on every interaction."""
+    if tested is not None:  # the tested model, its sources refitted on everything
+        return tested.refit(inputs.interactions, catalog)
+    # the same procedure (fuse, candidate sources, tuning, ranker, guard on validation) on everything
+    return Recommender.fit(inputs.interactions, catalog, cfg.train, weight_kind, budget=budget)
+
+
+def run_training(cfg: PipelineConfig, run_step: RunStep = run_here) -> dict:
+    """The training run; `run_step` runs each named step (plainly here, as a Prefect task in `train_flow`)."""
+    store = Store(Path(cfg.store.root))
+    # under Prefect, the fit procedure's own stages (tune, fuse, candidates, ...) show as tasks nested in each step
+    with store.lock("train"), stages_run_by(None if run_step is run_here else run_step):
+        return _train_and_publish(cfg, store, run_step)
+
+
+def _train_and_publish(cfg: PipelineConfig, store: Store, run_step: RunStep) -> dict:
+    started = time.perf_counter()
+    inputs, weight_kind = run_step("load-inputs", load_inputs, cfg)
     catalog = Catalog(inputs.item_ids, inputs.tables, inputs.user_ids)
     budget = Budget(cfg.train.tune.seconds)
     metrics, timings = {"weight_kind": weight_kind}, {}
     evaluate, metrics["evaluation"] = evaluation_due(store, cfg.train.eval.every)
+    tested = None
     if evaluate:
-        metrics["temporal"], tested = temporal_protocol(inputs.interactions, catalog, cfg.train, weight_kind, budget)
+        metrics["temporal"], tested = run_step("evaluate-temporal", temporal_protocol, inputs.interactions, catalog,
+                                               cfg.train, weight_kind, budget)
         timings["temporal_s"] = metrics["temporal"]["seconds"]
         if cfg.train.item_cold.enabled:
-            metrics["item_cold"] = item_cold_protocol(inputs.interactions, catalog, cfg.train, weight_kind,
-                                                      tested.model.tuned)
+            metrics["item_cold"] = run_step("evaluate-item-cold", item_cold_protocol, inputs.interactions, catalog,
+                                            cfg.train, weight_kind, tested.model.tuned)
             timings["item_cold_s"] = metrics["item_cold"]["seconds"]
     else:
         log.info("test protocols skipped: %s", metrics["evaluation"]["why"])
     run = store.new_run_dir()
     try:
         t0 = time.perf_counter()
-        if evaluate:  # the tested model, its sources refitted on everything
-            production = tested.refit(inputs.interactions, catalog)
-        else:  # the same procedure (tuning, guard on validation) on everything
-            production = Recommender.fit(inputs.interactions, catalog, cfg.train, weight_kind, budget=budget)
-        metrics["production"] = publish_production(production, run)
+        production = run_step("fit-production", fit_production, cfg, inputs, catalog, weight_kind, budget, tested)
+        metrics["production"] = run_step("write-outputs", publish_production, production, run)
         timings["production_s"] = round(time.perf_counter() - t0, 2)
-        report = format_report(metrics)
-        print(report)
-        (run / "report.txt").write_text(report + "\n")
-        write_json(run, "metrics.json", metrics)
-        timings["total_s"] = round(time.perf_counter() - started, 2)
-        write_json(run, "manifest.json", _manifest(cfg, inputs, timings, metrics))
-        final = store.publish(run)
+        final, timings["total_s"] = run_step("publish-run", publish_run, cfg, store, run, inputs, metrics, timings,
+                                             started)
     except BaseException:
         shutil.rmtree(run, ignore_errors=True)  # a failed run leaves no half folder; `latest` is untouched
         raise
     log.info("published %s in %.1fs", final, timings["total_s"])
     prune_runs(store, cfg.store.keep_runs)
     return {"run_dir": str(final), "wall_s": timings["total_s"], "metrics": metrics}
+
+
+def publish_run(cfg: PipelineConfig, store: Store, run: Path, inputs: TrainInputs, metrics: dict, timings: dict,
+                started: float) -> tuple[Path, float]:
+    """Step `publish-run`: the reports (text, HTML) and JSON records into the hidden run folder, then the atomic
+    publish."""
+    report = format_report(metrics)
+    print(report)
+    (run / "report.txt").write_text(report + "\n")
+    write_json(run, "metrics.json", metrics)
+    total_s = round(time.perf_counter() - started, 2)
+    write_json(run, "manifest.json", _manifest(cfg, inputs, {**timings, "total_s": total_s}, metrics))
+    write_report_html(run, store.root, cfg.data.catalog)  # a section that fails is logged, never fatal
+    return store.publish(run), total_s
 
 
 def evaluation_due(store: Store, every: int) -> tuple[bool, dict]:
@@ -130,7 +158,10 @@ def _manifest(cfg: PipelineConfig, inputs: TrainInputs, timings: dict, metrics: 
 
 @flow(name="train", log_prints=True)
 def train_flow_body(cfg: PipelineConfig) -> dict:
-    return run_training(cfg)
+    """Each step a Prefect task; the metrics and the published run as artifacts of this flow run."""
+    result = run_training(cfg, run_step=run_as_task)
+    publish_train_artifacts(result)
+    return result
 
 
 def train_flow(cfg: PipelineConfig) -> dict:

@@ -128,6 +128,14 @@ class LGBMRankerModel:
         scores = booster.predict(data.scalars, num_iteration=self.best_iteration_)
         return np.asarray(scores, dtype=np.float32)
 
+    def contributions(self, data: RankingData) -> np.ndarray:
+        """float64 (n, f + 1) per-feature contributions (SHAP values, LightGBM ``pred_contrib``) of each row's
+        score, columns in ``feature_names_`` order then the bias; each row sums to its ``predict`` score."""
+        booster = self._fitted_booster()
+        check_same_features(self.feature_names_, data.feature_names, "data")
+        return np.asarray(booster.predict(data.scalars, num_iteration=self.best_iteration_, pred_contrib=True),
+                          dtype=np.float64)
+
     @property
     def feature_importances_(self) -> dict[str, float]:
         """Total split gain per feature, over the trees kept."""

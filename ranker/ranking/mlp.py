@@ -200,6 +200,7 @@ class MLPRankerModel:
             "scalar_mean": self.scalar_mean_.tolist(),
             "scalar_std": self.scalar_std_.tolist(),
             "best_epoch": self.best_epoch_,
+            "history": getattr(self, "history_", []),  # the training curve, for the run's report
         }
         write_artifact_meta(path, meta, kind=_KIND, version=_FORMAT_VERSION)
         return path
@@ -214,6 +215,7 @@ class MLPRankerModel:
         model.scalar_mean_ = np.asarray(meta["scalar_mean"], dtype=np.float32)
         model.scalar_std_ = np.asarray(meta["scalar_std"], dtype=np.float32)
         model.best_epoch_ = int(meta["best_epoch"])
+        model.history_ = meta.get("history", [])  # absent in models saved before it was kept
         network = _build_network(model._input_dim(), tuple(model.hidden))
         network.load_state_dict(safetensors.torch.load_file(str(path / _WEIGHTS_FILE)))
         model.network_ = network.eval()

@@ -195,6 +195,7 @@ def test_mlp_save_load_round_trip(tmp_path, splits, fitted_mlps, loss):
     loaded = MLPRankerModel.load(model.save(tmp_path / "mlp"))
     np.testing.assert_array_equal(loaded.predict(test), model.predict(test))
     assert loaded.get_params() == model.get_params() and loaded.best_epoch_ == model.best_epoch_
+    assert loaded.history_ == model.history_ and loaded.history_  # the training curve, for the run's report
 
 
 def test_mlp_errors(splits, fitted_mlps):
