@@ -84,6 +84,11 @@ def build_space(item_ids: np.ndarray, tables: dict, interactions: pl.DataFrame, 
     tables = {m: _as_vectors(t) for m, t in tables.items()}
     fusion = make_fusion(cfg.fusion.method, **_fusion_params(cfg, tuple(tables), weights))
     if len(item_ids) <= cfg.fusion.fit_items or fusion.learns_from:
+        if len(item_ids) > cfg.fusion.fit_items:
+            raw_gb = len(item_ids) * sum(t.dim for t in tables.values()) * 4 / 2**30
+            log.warning("%s fusion learns from the whole catalog, so its %d items are fused in memory (~%.1f GB of "
+                        "raw vectors) although train.fusion.fit_items is %d; concat or weighted fusion would stream",
+                        cfg.fusion.method, len(item_ids), raw_gb, cfg.fusion.fit_items)
         aligned, fused = _fuse_in_memory(item_ids, tables, fusion, interactions, cfg)
     else:
         aligned, fused = _fuse_streamed(item_ids, tables, fusion, cfg)
