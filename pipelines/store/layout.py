@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from pipelines.store.vectors import StoredVectors
+from pipelines.store.vectors import StoredVectors, current_rows
 from pipelines.store.parquet_io import crash_point, write_parquet_atomic, write_text_atomic
 from pipelines.store.hygiene import COMPACT_MAX_PARTS, KEY, compact_folder, part_name, prune_runs, remove_debris
 from pipelines.errors import PipelineError
@@ -166,8 +166,7 @@ class Store:
         if scan is None:
             return pl.LazyFrame(schema={"item_id": pl.String, "content_hash": pl.String,
                                         "embedding": pl.Array(pl.Float32, 1), "extracted_at": pl.Datetime("us", "UTC")})
-        return (scan.join(keys.lazy().select("item_id", "content_hash"), on=["item_id", "content_hash"], how="inner")
-                .sort("extracted_at").unique("item_id", keep="last", maintain_order=True).sort("item_id"))
+        return current_rows(scan, keys)
 
     def current_vectors(self, modality: str) -> StoredVectors:
         """Where the current vectors of a modality are (one row per item, sorted by item_id), read in batches."""

@@ -22,6 +22,14 @@ import pyarrow.parquet as pq
 BATCH_ROWS = 16_384
 
 
+def current_rows(stored: pl.LazyFrame, current_keys: pl.DataFrame) -> pl.LazyFrame:
+    """The stored rows that are current: their (item_id, content_hash) is in ``current_keys``, and of an item
+    stored more than once the last extracted; one row per item, sorted by item_id."""
+    return (stored.join(current_keys.lazy().select("item_id", "content_hash"), on=["item_id", "content_hash"],
+                        how="inner")
+            .sort("extracted_at").unique("item_id", keep="last", maintain_order=True).sort("item_id"))
+
+
 @dataclass(frozen=True)
 class InMemoryVectors:
     ids: np.ndarray  # (n,) str
@@ -57,10 +65,7 @@ class StoredVectors:
         """The latest stored row of every (item_id, content_hash) in ``current_keys``, read without vectors."""
         scans = [pl.scan_parquet(path).select("item_id", "content_hash", "extracted_at")
                  .with_row_index("row").with_columns(part=pl.lit(i, pl.Int32)) for i, path in enumerate(parts)]
-        locations = (pl.concat(scans).join(current_keys.lazy().select("item_id", "content_hash"),
-                                           on=["item_id", "content_hash"], how="inner")
-                     .sort("extracted_at").unique("item_id", keep="last", maintain_order=True)
-                     .sort("item_id").select("item_id", "part", "row").collect())
+        locations = current_rows(pl.concat(scans), current_keys).select("item_id", "part", "row").collect()
         dim = pq.read_schema(parts[0]).field("embedding").type.list_size if parts else 0
         return cls(tuple(parts), locations, int(dim))
 

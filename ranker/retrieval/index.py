@@ -32,6 +32,7 @@ FLAT_MAX_ITEMS = 200_000
 IVF_MAX_ITEMS = 10_000_000
 RECALL_TARGET = 0.95
 CALIBRATION_QUERIES = 256
+CALIBRATION_K = 10
 TRAIN_POINTS_PER_LIST = 64
 AUTO_MAX_PROBE_SHARE = 4  # an automatic IVF probing more than 1/4 of its lists is replaced by flat
 
@@ -89,11 +90,12 @@ def _make_hnsw(vectors: np.ndarray, hnsw_m: int, ef_search: int, ef_construction
 
 def _make_ivf(
     vectors: np.ndarray, kind: str, seed: int, nlist: int | None, nprobe: int | None, pq_m: int | None
-) -> faiss.Index:
+) -> tuple[faiss.Index, float | None]:
+    """The trained, filled IVF index and, when nprobe was calibrated, the recall it reached."""
     n, dim = vectors.shape
     nlist = nlist or default_nlist(n)
     if not 1 <= nlist <= n:
-        raise ItemIndexError(f"nlist={nlist} must be in [1, n_items={n}]; omit it for ~4 sqrt(n)")
+        raise ItemIndexError(f"nlist={nlist} must be in [1, n_items={n}]; omit it for ~sqrt(n)")
     quantizer = faiss.IndexFlatIP(dim)
     if kind == "ivf":
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -106,40 +108,28 @@ def _make_ivf(
     index.train(vectors)
     index.add(vectors)
     index.nprobe = min(nlist, nprobe or max(8, nlist // 8))
-    if nprobe is None:
-        _calibrate_nprobe(index, vectors, seed)
-    return index
+    recall = _calibrate_nprobe(index, vectors, seed) if nprobe is None else None
+    return index, recall
 
 
-def _brute_force_topk(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
-    """Exact top-k item rows of each query, scanning the items in chunks (no second copy of the vectors)."""
-    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-    best_idx = np.zeros((len(queries), 0), dtype=np.int64)
-    for start in range(0, len(vectors), chunk):
-        scores = np.concatenate([best_scores, queries @ vectors[start:start + chunk].T], axis=1)
-        idx = np.concatenate([best_idx, np.broadcast_to(np.arange(start, start + min(chunk, len(vectors) - start)),
-                                                        (len(queries), min(chunk, len(vectors) - start)))], axis=1)
-        keep = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
-        best_scores, best_idx = np.take_along_axis(scores, keep, 1), np.take_along_axis(idx, keep, 1)
-    return best_idx
-
-
-def _calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, seed: int, k: int = 10) -> None:
-    """Double nprobe until recall@k against exact search reaches RECALL_TARGET on sampled item vectors."""
+def _calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, seed: int, k: int = CALIBRATION_K) -> float | None:
+    """Double nprobe until recall@k against exact search reaches RECALL_TARGET on sampled item vectors; the
+    recall reached (None: no item has a vector)."""
     rng = np.random.default_rng(seed)
     queries = vectors[np.sort(rng.choice(len(vectors), min(CALIBRATION_QUERIES, len(vectors)), replace=False))]
     queries = queries[np.linalg.norm(queries, axis=1) > 0]
     if not len(queries):
-        return
-    exact = _brute_force_topk(vectors, queries, k)
+        return None
+    _, exact = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)  # no second copy of the vectors
     while True:
         _, found = index.search(queries, k)
-        recall = np.mean([np.intersect1d(f, e).size / e.size for f, e in zip(found, exact, strict=True)])
+        recall = _recall(found, exact)
         if recall >= RECALL_TARGET or index.nprobe >= index.nlist:
             break
         index.nprobe = min(index.nlist, 2 * index.nprobe)
     logger.info("ivf nprobe %d of %d lists: recall@%d %.3f against exact on %d sampled items (target %.2f)",
                 index.nprobe, index.nlist, k, recall, len(queries), RECALL_TARGET)
+    return recall
 
 
 def _kind_of(index: faiss.Index) -> str:
@@ -156,9 +146,10 @@ def _kind_of(index: faiss.Index) -> str:
 class ItemIndex:
     """Top-k inner-product search over item vectors; row j of the vectors is item_idx j."""
 
-    def __init__(self, index: faiss.Index, kind: str) -> None:
+    def __init__(self, index: faiss.Index, kind: str, calibrated_recall: float | None = None) -> None:
         self.index = index
         self.kind = kind
+        self.calibrated_recall = calibrated_recall  # recall@CALIBRATION_K on sampled items, when IVF calibrated
 
     @property
     def ntotal(self) -> int:
@@ -191,6 +182,7 @@ class ItemIndex:
             kind = choose_index_kind(vectors.shape[0])
         if kind not in INDEX_KINDS:
             raise ItemIndexError(f"unknown index kind {kind!r}; valid kinds are {['auto', *INDEX_KINDS]}")
+        recall = None
         if kind == "flat":
             index = faiss.IndexFlatIP(vectors.shape[1])
             index.add(vectors)
@@ -199,16 +191,16 @@ class ItemIndex:
         else:
             if pq_m is not None and vectors.shape[1] % pq_m:
                 raise ItemIndexError(f"pq_m={pq_m} must divide the vector dim {vectors.shape[1]}; omit it")
-            index = _make_ivf(vectors, kind, seed, nlist, nprobe, pq_m)
+            index, recall = _make_ivf(vectors, kind, seed, nlist, nprobe, pq_m)
             if auto and kind == "ivf" and index.nprobe > index.nlist // AUTO_MAX_PROBE_SHARE:
                 # vectors without cluster structure: IVF would scan most lists, slower than exact search
                 logger.warning("ivf needs nprobe %d of %d lists for recall@10 %.2f on these vectors (little cluster "
                                "structure): exact flat search is as fast and exact; using flat", index.nprobe,
                                index.nlist, RECALL_TARGET)
-                kind, index = "flat", faiss.IndexFlatIP(vectors.shape[1])
+                kind, index, recall = "flat", faiss.IndexFlatIP(vectors.shape[1]), None
                 index.add(vectors)
         logger.info("built %s index over %d items of dim %d", kind, vectors.shape[0], vectors.shape[1])
-        return cls(index, kind)
+        return cls(index, kind, recall)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(idx int64 (nq, k), scores float32 (nq, k)), best first; -1 / -inf pad short results,
@@ -252,8 +244,13 @@ def recall_against_exact(index: ItemIndex, vectors: np.ndarray, queries: np.ndar
     """Mean over queries of |approx top-k ∩ exact top-k| / |exact top-k| (ignoring padding)."""
     approx, _ = index.search(queries, k)
     exact, _ = exact_topk(vectors, queries, k)
+    return _recall(approx, exact)
+
+
+def _recall(approx: np.ndarray, exact: np.ndarray) -> float:
+    """|approx ∩ exact| / |exact| over all rows (-1 padding ignored)."""
     found, total = 0, 0
-    for a_row, e_row in zip(approx, exact):
+    for a_row, e_row in zip(approx, exact, strict=True):
         truth = e_row[e_row >= 0]
         found += np.intersect1d(a_row[a_row >= 0], truth).size
         total += truth.size
