@@ -132,7 +132,7 @@ def run(n_items: int, n_users: int, sample_users: int, workdir: Path, seed: int 
         del frame, last
     with stages.stage("load"):
         item_ids, tables = load_vectors(store, tuple(dims), cfg.fusion.fit_items)
-    with stages.stage("fuse", dim=None) as _:
+    with stages.stage("fuse"):
         space = build_space(item_ids, tables, history, cfg, with_index=False)
     stages.rows[-1]["dim"] = int(space.fused.shape[1])
     with stages.stage("index"):

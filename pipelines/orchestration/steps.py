@@ -1,20 +1,13 @@
-"""One code path for both engines: a pipeline calls its named steps through a `RunStep`. `run_here` calls the
-plain function (`--engine local`); `run_as_task` runs it as a Prefect task, so that the UI shows each step, its
-time and its failure. Arguments and results stay in memory: nothing is hashed, cached or written to disk (inputs
-such as DataFrames are neither hashable nor small)."""
+"""The Prefect runner of the training steps: `run_training` runs every named step, and every stage of the fit
+procedure (`pipelines/model/stages.py`), through a runner; plain calls by default (`--engine local`), and
+`run_as_task` in the train flow, so that the UI shows each step and stage, its time and its failure. Arguments
+and results stay in memory: nothing is hashed, cached or written to disk (inputs such as DataFrames are neither
+hashable nor small)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
-
-
-class RunStep(Protocol):
-    def __call__(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any: ...
-
-
-def run_here(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    return fn(*args, **kwargs)
+from typing import Any
 
 
 def run_as_task(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:

@@ -6,7 +6,9 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from prefect import flow
@@ -14,10 +16,10 @@ from prefect import flow
 from pipelines.config import PipelineConfig
 from pipelines.model.procedure import Catalog
 from pipelines.model.recommender import Recommender
-from pipelines.model.stages import stages_run_by
+from pipelines.model.stages import stage, stages_run_by
 from pipelines.model.tuning import Budget
 from pipelines.orchestration.artifacts import publish_train_artifacts
-from pipelines.orchestration.steps import RunStep, run_as_task, run_here
+from pipelines.orchestration.steps import run_as_task
 from pipelines.report_html import write_report_html
 from pipelines.store.layout import Store, utc_now
 from pipelines.train.inputs import TrainInputs, load_train_inputs
@@ -53,40 +55,41 @@ def fit_production(cfg: PipelineConfig, inputs: TrainInputs, catalog: Catalog, w
     return Recommender.fit(inputs.interactions, catalog, cfg.train, weight_kind, budget=budget)
 
 
-def run_training(cfg: PipelineConfig, run_step: RunStep = run_here) -> dict:
-    """The training run; `run_step` runs each named step (plainly here, as a Prefect task in `train_flow`)."""
+def run_training(cfg: PipelineConfig, run_step: Callable[..., Any] | None = None) -> dict:
+    """The training run; `run_step(name, fn, *args)` runs each named step and the fit procedure's stages within
+    them (plain calls by default, Prefect tasks in `train_flow`)."""
     store = Store(Path(cfg.store.root))
-    # under Prefect, the fit procedure's own stages (tune, fuse, candidates, ...) show as tasks nested in each step
-    with store.lock("train"), stages_run_by(None if run_step is run_here else run_step):
-        return _train_and_publish(cfg, store, run_step)
+    # under Prefect, every step is a task, and the fit procedure's own stages (tune, fuse, ...) tasks nested in it
+    with store.lock("train"), stages_run_by(run_step):
+        return _train_and_publish(cfg, store)
 
 
-def _train_and_publish(cfg: PipelineConfig, store: Store, run_step: RunStep) -> dict:
+def _train_and_publish(cfg: PipelineConfig, store: Store) -> dict:
     started = time.perf_counter()
-    inputs, weight_kind = run_step("load-inputs", load_inputs, cfg)
+    inputs, weight_kind = stage("load-inputs", load_inputs, cfg)
     catalog = Catalog(inputs.item_ids, inputs.tables, inputs.user_ids)
     budget = Budget(cfg.train.tune.seconds)
     metrics, timings = {"weight_kind": weight_kind}, {}
     evaluate, metrics["evaluation"] = evaluation_due(store, cfg.train.eval.every)
     tested = None
     if evaluate:
-        metrics["temporal"], tested = run_step("evaluate-temporal", temporal_protocol, inputs.interactions, catalog,
-                                               cfg.train, weight_kind, budget)
+        metrics["temporal"], tested = stage("evaluate-temporal", temporal_protocol, inputs.interactions, catalog,
+                                            cfg.train, weight_kind, budget)
         timings["temporal_s"] = metrics["temporal"]["seconds"]
         if cfg.train.item_cold.enabled:
-            metrics["item_cold"] = run_step("evaluate-item-cold", item_cold_protocol, inputs.interactions, catalog,
-                                            cfg.train, weight_kind, tested.model.tuned)
+            metrics["item_cold"] = stage("evaluate-item-cold", item_cold_protocol, inputs.interactions, catalog,
+                                         cfg.train, weight_kind, tested.model.tuned)
             timings["item_cold_s"] = metrics["item_cold"]["seconds"]
     else:
         log.info("test protocols skipped: %s", metrics["evaluation"]["why"])
     run = store.new_run_dir()
     try:
         t0 = time.perf_counter()
-        production = run_step("fit-production", fit_production, cfg, inputs, catalog, weight_kind, budget, tested)
-        metrics["production"] = run_step("write-outputs", publish_production, production, run)
+        production = stage("fit-production", fit_production, cfg, inputs, catalog, weight_kind, budget, tested)
+        metrics["production"] = stage("write-outputs", publish_production, production, run)
         timings["production_s"] = round(time.perf_counter() - t0, 2)
-        final, timings["total_s"] = run_step("publish-run", publish_run, cfg, store, run, inputs, metrics, timings,
-                                             started)
+        final, timings["total_s"] = stage("publish-run", publish_run, cfg, store, run, inputs, metrics, timings,
+                                          started)
     except BaseException:
         shutil.rmtree(run, ignore_errors=True)  # a failed run leaves no half folder; `latest` is untouched
         raise
